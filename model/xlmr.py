@@ -1,0 +1,138 @@
+"""XLM-RoBERTa with the RoBERTa classification head, in Flax NNX, computing what transformers'
+`XLMRobertaForSequenceClassification` computes.
+
+Inputs are given as segments rather than an attention mask so that one row can hold several
+packed documents: `segment_ids[b, t]` is 0 for padding and k > 0 for the k-th document of row b;
+tokens attend only within their own segment. An unpacked batch is simply segment_ids = mask.
+Position ids are explicit for the same reason (RoBERTa positions restart at every document).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from model.config import ModelConfig
+
+
+def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs, param_dtype) -> nnx.LayerNorm:
+  # fp32 statistics even under bf16 compute, and the two-pass variance torch uses: the
+  # one-pass "fast" variance drifts past 1e-4 over 24 post-LN blocks.
+  return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=jnp.float32,
+                       param_dtype=param_dtype, use_fast_variance=False, rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    embed = functools.partial(nnx.Embed, features=cfg.hidden_size, dtype=dtype,
+                              param_dtype=param_dtype, rngs=rngs)
+    self.word = embed(cfg.vocab_size)
+    self.position = embed(cfg.max_position_embeddings)
+    self.token_type = embed(cfg.type_vocab_size)
+    self.norm = _layer_norm(cfg, rngs, param_dtype)
+
+  def __call__(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
+    # Token type 0 everywhere, as XLM-R is used.
+    x = self.word(input_ids) + self.token_type.embedding[0].astype(self.word.dtype or jnp.float32)
+    x = x + self.position(position_ids)
+    return self.norm(x)
+
+
+class SelfAttention(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    dense = functools.partial(nnx.Linear, cfg.hidden_size, cfg.hidden_size, dtype=dtype,
+                              param_dtype=param_dtype, rngs=rngs)
+    self.query, self.key, self.value, self.output = dense(), dense(), dense(), dense()
+    self.norm = _layer_norm(cfg, rngs, param_dtype)
+    self.num_heads = cfg.num_attention_heads
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    batch, length, hidden = x.shape
+    split = lambda t: t.reshape(batch, length, self.num_heads, hidden // self.num_heads)
+    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    attended = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = self.output(attended.reshape(batch, length, hidden))
+    return self.norm(out + x)
+
+
+class FeedForward(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.intermediate = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)
+    self.output = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, dtype=dtype,
+                             param_dtype=param_dtype, rngs=rngs)
+    self.norm = _layer_norm(cfg, rngs, param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = jax.nn.gelu(self.intermediate(x), approximate=False)  # transformers' "gelu" is erf GELU
+    return self.norm(self.output(h) + x)
+
+
+class Layer(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.attention = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.mlp = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    return self.mlp(self.attention(x, mask))
+
+
+class ClassificationHead(nnx.Module):
+  """RoBERTa's head on `<s>`: dense, tanh, out_proj (dropout is off at inference)."""
+
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dense = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=dtype,
+                            param_dtype=param_dtype, rngs=rngs)
+    self.out_proj = nnx.Linear(cfg.hidden_size, cfg.num_labels, dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, features: jax.Array) -> jax.Array:
+    return self.out_proj(jnp.tanh(self.dense(features)))
+
+
+class XLMRobertaClassifier(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.config = cfg
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.embeddings = Embeddings(cfg, **kw)
+    self.layers = nnx.List([Layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
+    self.head = ClassificationHead(cfg, **kw)
+
+  def encode(self, input_ids, segment_ids, position_ids) -> jax.Array:
+    """Final hidden states, (batch, length, hidden)."""
+    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+    mask = (same_segment & (segment_ids[:, None, :] != 0))[:, None]  # (batch, 1, query, key)
+    x = self.embeddings(input_ids, position_ids)
+    for layer in self.layers:
+      x = layer(x, mask)
+    return x
+
+  def __call__(self, input_ids, segment_ids, position_ids, cls_index) -> jax.Array:
+    """Head outputs (batch, documents per row, num_labels) for the `<s>` at each `cls_index`."""
+    hidden = self.encode(input_ids, segment_ids, position_ids)
+    features = jnp.take_along_axis(hidden, cls_index[:, :, None], axis=1)
+    return self.head(features).astype(jnp.float32)
+
+
+def hf_position_ids(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray:
+  """RoBERTa positions as transformers computes them: non-pad tokens count from pad_id + 1."""
+  real = (input_ids != pad_token_id).astype(np.int32)
+  return np.cumsum(real, axis=1) * real + pad_token_id
+
+
+def hf_forward(model: XLMRobertaClassifier, input_ids, attention_mask) -> jax.Array:
+  """transformers' call convention (one document per row, `<s>` first): logits (batch, labels)."""
+  input_ids = np.asarray(input_ids)
+  positions = hf_position_ids(input_ids, model.config.pad_token_id)
+  cls_index = np.zeros((input_ids.shape[0], 1), np.int32)
+  return model(jnp.asarray(input_ids), jnp.asarray(attention_mask, jnp.int32),
+               jnp.asarray(positions), jnp.asarray(cls_index))[:, 0]

@@ -1,0 +1,46 @@
+"""Packaging for koedu. Also the `--setup_file` that Beam workers install from.
+
+Exact pins: jax, flax and Beam move fast and break APIs between minor releases.
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "apache-beam==2.77.0",
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "transformers==5.24.0",
+    "tokenizers==0.23.3",
+    "huggingface-hub==2.4.0",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
+    "pyarrow==25.0.1",
+    "zstandard==0.25.0",
+    "scikit-learn==1.9.1",
+    "matplotlib==3.11.2",
+]
+
+EXTRAS_REQUIRE = {
+    # torch is the reference implementation the tests compare against; 2.13.0 is a CPU build.
+    "test": [
+        "pytest==9.2.0",
+        "torch==2.13.0",
+        "gcp-storage-emulator==2026.7.19",
+    ],
+    "tpu": ["jax[tpu]==0.10.2"],
+    "gcp": ["apache-beam[gcp]==2.77.0"],
+}
+
+setuptools.setup(
+    name="koedu",
+    version="0.1.0",
+    description="Score Korean web text for educational value at corpus scale (FineWeb-Edu for Korean).",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

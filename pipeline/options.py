@@ -1,0 +1,82 @@
+"""The command line of `python -m pipeline.run`, and the validated run configuration it yields."""
+from __future__ import annotations
+
+import dataclasses
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from model.hub import DEFAULT_MODEL
+from model.scorer import DTYPES
+
+
+class ScoringOptions(PipelineOptions):
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument("--input", required=True,
+                        help="Shards to score: GLOB[,GLOB...] of .jsonl/.json/.jsonl.gz/.jsonl.zst/.parquet, "
+                             "local paths, gs:// or any fsspec URL.")
+    parser.add_argument("--output", required=True, help="Directory for scores/, edu/, errors/, stats.json.")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="Hugging Face hub id, local directory or gs:// directory of the classifier.")
+    parser.add_argument("--text_field", default="text", help="Field holding the document text.")
+    parser.add_argument("--id_field", default="id", help="Field holding the document id (optional per record).")
+    parser.add_argument("--threshold", type=float, default=3,
+                        help="edu/ keeps records with int_score >= threshold.")
+    parser.add_argument("--batch_size", type=int, default=512,
+                        help="Documents handed to the model at once; the scorer packs them into rows.")
+    parser.add_argument("--max_length", type=int, default=512, help="Tokens per document after truncation.")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                        help="Compute dtype; auto = bfloat16 on TPU, float32 elsewhere.")
+    parser.add_argument("--tokens_per_device", type=int, default=16384,
+                        help="Tokens in one device's share of a compiled batch.")
+    parser.add_argument("--allow_pickle", action="store_true",
+                        help="Allow pickled pytorch_model.bin weights (unpickling runs code).")
+    parser.add_argument("--model_cache_dir", default=None,
+                        help="Where workers keep models fetched from gs:// (default ~/.cache/koedu/models).")
+    parser.add_argument("--compilation_cache_dir", default=None,
+                        help="JAX persistent compilation cache, so reruns compile nothing "
+                             "(default ~/.cache/koedu/jax; 'none' to disable).")
+    parser.add_argument("--share_model_across_processes", action="store_true",
+                        help="One process per machine holds the model (needed on TPU workers with "
+                             "several SDK processes; a TPU opens in one process only).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+  inputs: tuple[str, ...]  # glob patterns as given
+  output: str  # output directory (local or URL)
+  model: str  # hub id, directory or URL
+  text_field: str  # field with the document text
+  id_field: str  # field with the document id
+  threshold: float  # edu/ keeps int_score >= threshold
+  batch_size: int  # documents per RunInference batch
+  max_length: int  # tokens per document after truncation
+  dtype: str  # "auto", "float32" or "bfloat16"
+  tokens_per_device: int  # tokens per device per compiled batch
+  allow_pickle: bool  # accept pytorch_model.bin
+  model_cache_dir: str | None  # worker-side cache of remote models
+  compilation_cache_dir: str | None  # JAX persistent compilation cache
+  share_model_across_processes: bool  # one model per machine, served to every process
+
+  def __post_init__(self):
+    if not self.inputs or not all(self.inputs):
+      raise ValueError("--input needs at least one glob")
+    if not 0 <= self.threshold <= 5:
+      raise ValueError(f"--threshold must be within the score range 0..5, got {self.threshold}")
+    if self.batch_size < 1:
+      raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
+    if not 3 <= self.max_length:
+      raise ValueError(f"--max_length must be at least 3 (<s>, one token, </s>), got {self.max_length}")
+    if self.text_field == self.id_field:
+      raise ValueError("--text_field and --id_field must differ")
+
+  @classmethod
+  def from_options(cls, options: PipelineOptions) -> "ScoringConfig":
+    o = options.view_as(ScoringOptions)
+    return cls(inputs=tuple(p.strip() for p in o.input.split(",")), output=o.output.rstrip("/"),
+               model=o.model, text_field=o.text_field, id_field=o.id_field,
+               threshold=o.threshold, batch_size=o.batch_size, max_length=o.max_length,
+               dtype=o.dtype, tokens_per_device=o.tokens_per_device, allow_pickle=o.allow_pickle,
+               model_cache_dir=o.model_cache_dir, compilation_cache_dir=o.compilation_cache_dir,
+               share_model_across_processes=o.share_model_across_processes)

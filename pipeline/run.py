@@ -1,0 +1,83 @@
+"""`python -m pipeline.run`: score web-crawl shards and keep the educational ones.
+
+Parses options, checks the model and the output directory, and runs the graph of
+`pipeline.transforms` on the chosen Beam runner. See ../shared/contracts.md for the outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from model import hub
+from pipeline import io, manifest, outputs, stats, transforms
+from pipeline.options import ScoringConfig, ScoringOptions
+
+log = logging.getLogger("koedu")
+
+
+def _runner(options: PipelineOptions):
+  name = options.view_as(StandardOptions).runner
+  if name in (None, "DirectRunner", "direct"):
+    # Beam 2.77's DirectRunner first tries to download the Prism binary from GitHub; the
+    # FnApiRunner is what it falls back to, and the one that knows --direct_running_mode.
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    return FnApiRunner()
+  return name
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if "-h" in argv or "--help" in argv:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.run", description=__doc__)
+    ScoringOptions._add_argparse_args(parser)
+    parser.print_help()
+    print("\nAny Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...).")
+    return 0
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  for name in ("koedu", "model", "pipeline"):
+    logging.getLogger(name).setLevel(logging.INFO)
+  options = PipelineOptions(argv)
+  try:
+    config = ScoringConfig.from_options(options)
+    return score(config, options)
+  except (ValueError, FileNotFoundError, hub.ModelUnavailable, manifest.OutputMismatch) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def score(config: ScoringConfig, options: PipelineOptions) -> int:
+  started = time.time()
+  info = hub.describe(config.model, allow_pickle=config.allow_pickle)  # fails before any work
+  positions = info.config["max_position_embeddings"] - info.config.get("pad_token_id", 1) - 1
+  if config.max_length > positions:
+    raise ValueError(f"--max_length {config.max_length} exceeds the model's {positions} positions")
+  shards = io.expand_globs(list(config.inputs))
+  if not shards:
+    raise FileNotFoundError(f"--input {','.join(config.inputs)} matches no file")
+  manifest.check_or_write(config, info)
+  done = outputs.read_markers(config.output)
+  todo = [s for s in shards if s not in done]
+  log.info("%d shards matched, %d already done, %d to score", len(shards), len(shards) - len(todo), len(todo))
+  run = stats.RunInfo(info.name, info.revision, info.digest, started, len(shards), len(todo))
+  stats_path = io.join(config.output, stats.STATS)
+  if todo:
+    pipeline = beam.Pipeline(runner=_runner(options), options=options)
+    transforms.build(pipeline, config, todo, run, info.revision)
+    result = pipeline.run()
+    result.wait_until_finish()
+  elif not io.filesystem(stats_path)[0].exists(io.filesystem(stats_path)[1]):
+    stats.finish(config, run)  # an earlier run finished every shard but died before its stats
+  else:
+    log.info("every shard is already done; nothing changed")
+  print(stats.summary(json.loads(io.read_bytes(stats_path))))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

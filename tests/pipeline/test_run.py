@@ -1,0 +1,123 @@
+"""`python -m pipeline.run` end to end on the sample corpus, against transformers + PyTorch."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.checkpoints import SAMPLE_CORPUS, sample_corpus_records
+from tests.pipeline.conftest import MAX_LENGTH, REPO, read_edu, read_errors, read_scores, run_pipeline, snapshot
+
+CORPUS = SAMPLE_CORPUS
+THRESHOLD = 3
+
+
+def reference_scores(model_dir: str, texts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
+  import torch
+  from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+  tok = AutoTokenizer.from_pretrained(model_dir)
+  model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+  scores, lengths, truncated = [], [], []
+  for text in texts:
+    ids = tok("passage: " + text, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    full = tok("passage: " + text)["input_ids"]
+    with torch.no_grad():
+      scores.append(model(input_ids=torch.tensor([ids])).logits.item())
+    lengths.append(len(ids))
+    truncated.append(len(full) > MAX_LENGTH)
+  return np.asarray(scores), lengths, truncated
+
+
+@pytest.fixture(scope="module")
+def scored_corpus(spread_model, tmp_path_factory):
+  output = str(tmp_path_factory.mktemp("out"))
+  proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
+                      "--max_length", str(MAX_LENGTH), "--threshold", str(THRESHOLD), "--batch_size", "16")
+  return output, proc
+
+
+def test_every_record_scored_once_and_matches_transformers(scored_corpus, spread_model):
+  output, _ = scored_corpus
+  records = sample_corpus_records()
+  rows = read_scores(output)
+  assert read_errors(output) == []
+  assert sorted((r["source"], r["row"]) for r in rows) == sorted(records)
+  rows.sort(key=lambda r: (r["source"], r["row"]))
+  texts = [records[(r["source"], r["row"])]["text"] for r in rows]
+  expected, lengths, truncated = reference_scores(spread_model, texts)
+  got = np.asarray([r["score"] for r in rows])
+  print(f"pipeline vs transformers: max |diff| = {np.abs(got - expected).max():.2e}")
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+  assert [r["num_tokens"] for r in rows] == lengths
+  assert [r["truncated"] for r in rows] == truncated
+  assert any(truncated) and not all(truncated)
+  assert [r["int_score"] for r in rows] == [int(round(max(0.0, min(s, 5.0)))) for s in got]
+  assert len({r["int_score"] for r in rows}) >= 3, "the fixture should spread scores over classes"
+  assert [r["id"] for r in rows] == [records[(r["source"], r["row"])]["id"] for r in rows]
+
+
+def test_columns_and_types(scored_corpus):
+  output, _ = scored_corpus
+  import pyarrow as pa
+  for name in os.listdir(os.path.join(output, "scores")):
+    schema = pq.read_schema(os.path.join(output, "scores", name))
+    assert schema.names == ["id", "source", "row", "score", "int_score", "num_tokens", "truncated"]
+    assert schema.field("score").type == pa.float32()
+    assert pa.types.is_integer(schema.field("int_score").type)
+    assert schema.field("truncated").type == pa.bool_()
+
+
+def test_edu_holds_exactly_the_kept_records_with_all_fields(scored_corpus):
+  output, _ = scored_corpus
+  records = sample_corpus_records()
+  kept = {(r["source"], r["row"]): r for r in read_scores(output) if r["int_score"] >= THRESHOLD}
+  edu = read_edu(output)
+  assert 0 < len(edu) < len(records)
+  assert sorted(r["id"] for r in edu) == sorted(r["id"] for r in kept.values())
+  by_id = {r["id"]: r for r in records.values()}
+  scores_by_id = {r["id"]: r for r in kept.values()}
+  for row in edu:
+    original = by_id[row["id"]]
+    assert {k: row[k] for k in original} == original
+    assert row["int_score"] == scores_by_id[row["id"]]["int_score"]
+    assert row["score"] == pytest.approx(scores_by_id[row["id"]]["score"])
+
+
+def test_stats_json(scored_corpus, spread_model):
+  output, proc = scored_corpus
+  with open(os.path.join(output, "stats.json")) as f:
+    stats = json.load(f)
+  rows = read_scores(output)
+  assert stats["records_read"] == stats["scored"] == len(rows) == len(sample_corpus_records())
+  assert stats["errored"] == 0
+  assert stats["kept"] == sum(r["int_score"] >= THRESHOLD for r in rows)
+  assert stats["tokens"] == sum(r["num_tokens"] for r in rows)
+  assert stats["truncated"] == sum(r["truncated"] for r in rows)
+  assert stats["int_score_histogram"] == {str(i): sum(r["int_score"] == i for r in rows) for i in range(6)}
+  assert stats["model"] == spread_model and stats["weights_digest"].startswith("sha256:")
+  assert stats["threshold"] == THRESHOLD
+  assert stats["wall_time_seconds"] > 0 and stats["documents_per_second"] > 0
+  assert "40 scored" in proc.stdout  # the summary printed at the end of a local run
+  with open(os.path.join(output, "score_histogram.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_of_finished_run_changes_nothing(scored_corpus, spread_model):
+  output, _ = scored_corpus
+  before = snapshot(output)
+  proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
+                      "--max_length", str(MAX_LENGTH), "--threshold", str(THRESHOLD))
+  assert snapshot(output) == before
+  assert "40 scored" in proc.stdout
+
+
+def test_rerun_with_other_threshold_is_refused(scored_corpus, spread_model):
+  output, _ = scored_corpus
+  proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
+                      "--max_length", str(MAX_LENGTH), "--threshold", "4", check=False)
+  assert proc.returncode == 2
+  assert "threshold" in proc.stderr and "rethreshold" in proc.stderr

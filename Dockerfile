@@ -37,12 +37,16 @@ ENV TPU_SKIP_MDS_QUERY=1 \
 
 WORKDIR /koedu
 
+# setup.py extras to install. `--build-arg KOEDU_EXTRAS=gcp` gives a CPU-only image (no libtpu)
+# for Flink, Spark or local Docker runs; the TPU_* variables are then simply unused.
+ARG KOEDU_EXTRAS=tpu,gcp
+
 # Dependencies first, in their own layer: a code change then rebuilds only the last layers.
 # Empty package directories let setup.py's find_packages run before the code is copied.
 COPY setup.py ./
 RUN mkdir -p model pipeline train \
     && touch model/__init__.py pipeline/__init__.py train/__init__.py \
-    && pip install ".[tpu,gcp]" \
+    && pip install ".[${KOEDU_EXTRAS}]" \
     && pip uninstall --yes koedu \
     && rm -rf model pipeline train build ./*.egg-info
 

@@ -58,7 +58,9 @@ def assign_rows(lengths: np.ndarray, row_lengths: tuple[int, ...], pack: bool) -
     if length is None:
       raise ValueError(f"document of {n} tokens is longer than the longest row {row_lengths[-1]}")
     rows.append((length, [int(doc)]))
-    if pack and length - n >= MIN_DOCUMENT_TOKENS:
+    # As above: a row whose `<s>` index holds one slot takes no second document, however
+    # much room short documents leave in it.
+    if pack and length - n >= MIN_DOCUMENT_TOKENS and max_documents_per_row(length, pack) > 1:
       heapq.heappush(free, (-(length - n), len(rows) - 1))
   return rows
 

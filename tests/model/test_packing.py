@@ -1,0 +1,141 @@
+"""Packing documents into rows, and the scorer around it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import packing
+from model.checkpoint import load_classifier
+from model.scorer import Scorer, ScorerConfig, int_scores
+from model.tokenize import DocumentTokenizer
+from tests.model.reference import mixed_texts
+
+PAD = 1
+
+
+def _lengths(seed: int, n: int, low: int, high: int) -> np.ndarray:
+  """Mostly very short documents with a tail of long ones, as web text is."""
+  rng = np.random.default_rng(seed)
+  short = rng.integers(low, low + 6, size=n - n // 4)
+  long = rng.integers(low, high + 1, size=n // 4)
+  return rng.permutation(np.concatenate([short, long]))
+
+
+# (row lengths, document lengths): tiny rows that hold a single `<s>` slot, odd sizes, one length.
+CASES = [
+    ((6, 7), _lengths(0, 40, 2, 7)),
+    ((7,), _lengths(1, 23, 2, 7)),
+    ((9, 17, 33), _lengths(2, 101, 2, 33)),
+    ((13, 40), _lengths(3, 57, 4, 40)),
+    ((64,), np.full(31, 5)),
+]
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
+@pytest.mark.parametrize("row_lengths, lengths", CASES)
+def test_every_document_once_and_rows_within_bounds(row_lengths, lengths, pack):
+  rows = packing.assign_rows(lengths, row_lengths, pack)
+  assigned = sorted(doc for _, docs in rows for doc in docs)
+  assert assigned == list(range(len(lengths)))
+  for length, docs in rows:
+    assert length in row_lengths
+    assert sum(lengths[d] for d in docs) <= length
+    assert 1 <= len(docs) <= packing.max_documents_per_row(length, pack)
+    if not pack:
+      # One per row, in the shortest row length that holds it.
+      assert len(docs) == 1 and length == min(l for l in row_lengths if l >= lengths[docs[0]])
+  if pack and max(packing.max_documents_per_row(l, pack) for l in row_lengths) > 1:
+    assert len(rows) < len(lengths), "nothing was packed"
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
+@pytest.mark.parametrize("row_lengths, lengths", CASES)
+def test_batches_place_each_document_where_its_score_is_read(row_lengths, lengths, pack):
+  rng = np.random.default_rng(7)
+  ids = [np.concatenate([[0], rng.integers(3, 300, n - 2), [2]]).astype(np.int32) for n in lengths]
+  rows = packing.assign_rows(lengths, row_lengths, pack)
+  sizes = {l: packing.batch_sizes(5, 1, 4) for l in row_lengths}
+  batches = packing.make_batches(ids, rows, sizes, PAD, pack)
+  assert sorted(np.concatenate([b.documents for b in batches]).tolist()) == list(range(len(ids)))
+  for batch in batches:
+    rows_, length = batch.shape
+    assert rows_ in sizes[length]
+    assert batch.cls_index.shape == (rows_, packing.max_documents_per_row(length, pack))
+    covered = np.zeros(batch.shape, bool)
+    for doc, r, c in zip(batch.documents, *batch.slots):
+      start, n = batch.cls_index[r, c], len(ids[doc])
+      span = slice(start, start + n)
+      assert np.array_equal(batch.input_ids[r, span], ids[doc])
+      assert (batch.segment_ids[r, span] == c + 1).all()
+      assert np.array_equal(batch.position_ids[r, span], np.arange(PAD + 1, PAD + 1 + n))
+      assert not covered[r, span].any()
+      covered[r, span] = True
+    # Everything no document owns is padding, which no token attends to.
+    assert (batch.segment_ids[~covered] == 0).all() and (batch.input_ids[~covered] == PAD).all()
+    assert batch.real_tokens == covered.sum()
+
+
+def test_document_longer_than_every_row_is_an_error():
+  with pytest.raises(ValueError, match="longer than the longest row"):
+    packing.assign_rows(np.array([3, 20]), (8, 16), True)
+
+
+def test_batch_sizes_are_multiples_of_the_device_count():
+  for full, devices in [(40, 8), (24, 8), (8, 8), (7, 1), (96, 3)]:
+    sizes = packing.batch_sizes(full, devices, 8)
+    assert sizes[0] == full - full % devices and sizes == sorted(set(sizes), reverse=True)
+    assert all(s % devices == 0 and s > 0 for s in sizes)
+
+
+@pytest.fixture(scope="module")
+def classifier(checkpoint_dir):
+  return load_classifier(checkpoint_dir)[1]
+
+
+def test_packed_scores_equal_unpacked_scores(checkpoint_dir, classifier, max_abs_diff):
+  max_length = 45
+  texts = mixed_texts(seed=21) + mixed_texts(seed=22)[:6]
+  ids = DocumentTokenizer(checkpoint_dir, max_length)(texts).ids
+  scores, computed = {}, {}
+  for pack in (True, False):
+    scorer = Scorer(classifier, ScorerConfig(max_length=max_length, row_lengths=(15, 30),
+                                             tokens_per_device=90, smallest_batch_fraction=2,
+                                             pack=pack))
+    scores[pack] = scorer.score(ids)
+    computed[pack] = scorer.stats.computed_tokens
+  assert computed[True] < computed[False], "packing saved no padding; the comparison proves little"
+  assert np.ptp(scores[False]) > 1e-2
+  assert max_abs_diff("packed vs unpacked", scores[True], scores[False]) <= 1e-4
+
+
+def test_rows_with_a_single_document_slot(classifier, max_abs_diff):
+  # Rows of 7 tokens have one `<s>` slot (7 // 4), yet leave room for a second 2-token document.
+  rng = np.random.default_rng(3)
+  ids = [np.concatenate([[0], rng.integers(3, 300, n - 2), [2]]).astype(np.int32)
+         for n in (2, 3, 2, 5, 2, 7, 3)]
+  scores = {pack: Scorer(classifier, ScorerConfig(max_length=7, row_lengths=(7,), tokens_per_device=14,
+                                                  smallest_batch_fraction=1, pack=pack)).score(ids)
+            for pack in (True, False)}
+  assert max_abs_diff("single-slot rows packed vs unpacked", scores[True], scores[False]) <= 1e-4
+
+
+def test_scorer_refuses_what_it_cannot_score(classifier):
+  cfg = classifier.config
+  with pytest.raises(ValueError, match="exceeds"):
+    Scorer(classifier, ScorerConfig(max_length=cfg.max_length + 1, row_lengths=(16,)))
+  scorer = Scorer(classifier, ScorerConfig(max_length=20, row_lengths=(10,), tokens_per_device=20))
+  with pytest.raises(ValueError, match="2..20 tokens"):
+    scorer.score([np.array([0, 5, 2]), np.arange(21) % 300])
+  with pytest.raises(ValueError, match="2..20 tokens"):
+    scorer.score([np.array([0])])
+  assert scorer.score([]).shape == (0,)
+
+
+def test_int_scores_round_half_to_even_on_clipped_scores():
+  edges = [2.5, 3.5, 0.5, 1.5, 4.5, -1.0, 7.0, 4.4999, 4.5001, 5.0, 0.0, -0.5, 5.5, 2.4999999,
+           np.float32(2.5), np.nextafter(np.float32(3.5), np.float32(0))]
+  scores = np.asarray(edges, np.float32)
+  expected = [int(round(max(0, min(float(s), 5)))) for s in scores]
+  got = int_scores(scores)
+  assert got.dtype.kind == "i" and got.tolist() == expected
+  assert got.tolist()[:2] == [2, 4]  # halves go to even, as Python's round

@@ -119,14 +119,20 @@ probe() {
   "$@" >/dev/null 2>&1
 }
 
+# A JSON string literal. Callers reject control characters first (no_control_chars): a die
+# here would only leave the command substitution it runs in.
 json_str() {
   local s="$1"
-  if [[ "$s" == *[[:cntrl:]]* ]]; then
-    die "control characters are not allowed in values: $(printf '%q' "$s")"
-  fi
   s="${s//\\/\\\\}"
   s="${s//\"/\\\"}"
   printf '"%s"' "$s"
+}
+
+no_control_chars() {  # no_control_chars FLAG VALUE [FLAG VALUE ...]
+  while (($#)); do
+    [[ "$2" != *[[:cntrl:]]* ]] || die "$1 must not contain control characters: $(printf '%q' "$2")"
+    shift 2
+  done
 }
 
 require() {  # require VALUE FLAG ENVVAR
@@ -137,9 +143,10 @@ require_int() {  # require_int VALUE FLAG
   [[ "$1" =~ ^[1-9][0-9]*$ ]] || die "$2 must be a positive integer, got '$1'"
 }
 
-# The Dataflow TPU configurations koedu knows, from the table on Dataflow's "Support for TPUs"
-# page (type, topology -> the required worker machine type). The TPU_* values are what the
-# worker container tells libtpu about its single host (see Dockerfile).
+# The Dataflow TPU configurations koedu knows: (type, topology) -> the machine type Dataflow
+# requires. The v5e rows and v6e 1x1 are from the table on Dataflow's "Support for TPUs" page;
+# v6e 2x2/2x4 from the Cloud TPU v6e page (docs/operations.md says what is unverified). The
+# TPU_* values are what the worker container tells libtpu about its single host (Dockerfile).
 resolve_tpu() {
   case "$TPU_TYPE/$TPU_TOPOLOGY" in
     tpu-v5-lite-podslice/1x1) MACHINE_TYPE=ct5lp-hightpu-1t; ACCEL=v5litepod-1; CHIPS_BOUNDS=1,1,1 ;;
@@ -416,6 +423,9 @@ cmd_schedule() {
   require "$SERVICE_ACCOUNT" --service_account KOEDU_SERVICE_ACCOUNT
   [[ "$DATE_OFFSET_DAYS" =~ ^[0-9]+$ ]] || die "--date_offset_days must be a whole number, got '$DATE_OFFSET_DAYS'"
   [[ "$WORKFLOW" =~ ^[a-z][-a-z0-9]*$ ]] || die "--workflow must be lowercase letters, digits and '-' (it prefixes Dataflow job names)"
+  no_control_chars --project "$PROJECT" --region "$REGION" --bucket "$BUCKET" --image "$IMAGE" \
+    --template_path "$TEMPLATE_PATH" --input "$INPUT" --output "$OUTPUT" --model "$MODEL" \
+    --threshold "$THRESHOLD" --worker_zone "$WORKER_ZONE"
   if [[ "$INPUT$OUTPUT" != *"{date}"* ]]; then
     note "neither --input nor --output contains {date}: every run would score the same paths"
   fi

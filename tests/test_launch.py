@@ -344,6 +344,15 @@ def test_schedule_argument_fits_the_workflow_and_the_template(env):
         assert key in argument and (f"args.{key}" in text or f'"{key}"' in text)
 
 
+def test_schedule_argument_survives_quotes_and_backslashes(env):
+    odd = 'gs://crawl/{date}/"quoted" \\back\\slash/*.jsonl'
+    *_, argument = scheduled_launch(env, "schedule", "--image", IMAGE, "--input", odd, "--output",
+                                    "gs://o/{date}", "--service_account", SA)
+    assert argument["parameters"]["input"] == odd
+    result = launch(env, *SCHEDULE, "--model", "gs://m\tx", "--dry_run", extra_env=CLOUD)
+    assert result.returncode == 2 and result.stdout == "" and "--model" in result.stderr
+
+
 def test_schedule_updates_an_existing_job(env):
     result = launch(env, *SCHEDULE, extra_env={**CLOUD, "KOEDU_FAKE_DESCRIBE_RC": "0"})
     assert result.returncode == 0, result.stderr

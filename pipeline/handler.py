@@ -1,10 +1,12 @@
 """The JAX classifier behind Beam's RunInference.
 
 Nothing heavy happens at construction: the handler carries only names and settings, and each
-worker fetches, loads and compiles in `load_model()`.
+worker fetches, loads and compiles in `load_model()`. Elements are chunks of a shard, so a batch
+is one chunk: the scorer packs its documents into rows itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Iterable, Sequence
@@ -13,14 +15,21 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline.options import ScoringConfig
-from pipeline.records import Document, Scored
+from pipeline.records import Chunk, Rejected, Scored
 
 log = logging.getLogger(__name__)
 NAMESPACE = "koedu"
 PROGRESS_EVERY_SECONDS = 30
 
 
-class KoeduModelHandler(ModelHandler[Document, Scored, Any]):
+@dataclasses.dataclass
+class ScoredChunk:
+  chunk: Chunk
+  scored: list[Scored]
+  failed: list[Rejected]  # documents the model could not score
+
+
+class KoeduModelHandler(ModelHandler[Chunk, ScoredChunk, Any]):
 
   def __init__(self, config: ScoringConfig, revision: str | None = None):
     self._config = config
@@ -38,15 +47,20 @@ class KoeduModelHandler(ModelHandler[Document, Scored, Any]):
                             tokens_per_device=c.tokens_per_device, allow_pickle=c.allow_pickle,
                             cache_dir=c.model_cache_dir, compilation_cache_dir=c.compilation_cache_dir)
 
-  def run_inference(self, batch: Sequence[Document], model, inference_args=None) -> Iterable[Scored]:
-    scores = model.score([d.text for d in batch])
-    self._scored.inc(len(batch))
-    self._tokens.inc(int(scores.num_tokens.sum()))
-    self._truncated.inc(int(scores.truncated.sum()))
-    self._report(len(batch))
-    return [Scored(d.source, d.row, d.id, float(s), int(i), int(n), bool(t))
-            for d, s, i, n, t in zip(batch, scores.score, scores.int_score, scores.num_tokens,
-                                     scores.truncated)]
+  def run_inference(self, batch: Sequence[Chunk], model, inference_args=None) -> Iterable[ScoredChunk]:
+    results = []
+    for chunk in batch:
+      docs = chunk.documents
+      scores = model.score([d.text for d in docs])
+      results.append(ScoredChunk(chunk, [
+          Scored(d.source, d.row, d.id, float(s), int(i), int(n), bool(t))
+          for d, s, i, n, t in zip(docs, scores.score, scores.int_score, scores.num_tokens, scores.truncated)
+      ], []))
+      self._scored.inc(len(docs))
+      self._tokens.inc(int(scores.num_tokens.sum()))
+      self._truncated.inc(int(scores.truncated.sum()))
+      self._report(len(docs))
+    return results
 
   def _report(self, n: int) -> None:
     self._done += n
@@ -57,13 +71,12 @@ class KoeduModelHandler(ModelHandler[Document, Scored, Any]):
                (self._done - done_then) / (now - since), now - since)
       self._progress = (now, self._done)
 
-  def get_num_bytes(self, batch: Sequence[Document]) -> int:
-    return sum(len(d.text.encode("utf-8")) for d in batch)
+  def get_num_bytes(self, batch: Sequence[Chunk]) -> int:
+    return sum(len(d.text.encode("utf-8")) for chunk in batch for d in chunk.documents)
 
   def batch_elements_kwargs(self) -> dict:
-    # Fixed-size batches, without Beam's length buckets: the scorer sorts and packs each batch
-    # into rows itself, and a batch mixing long and short documents packs with the least padding.
-    return {"min_batch_size": self._config.batch_size, "max_batch_size": self._config.batch_size}
+    # A chunk is already a batch of documents; the scorer sorts and packs it into rows.
+    return {"min_batch_size": 1, "max_batch_size": 1}
 
   def share_model_across_processes(self) -> bool:
     return self._config.share_model_across_processes

@@ -115,11 +115,23 @@ def read_bytes(path: str) -> bytes:
   return fs.cat_file(target)
 
 
-def list_names(directory: str, suffix: str) -> list[str]:
+def list_names(directory: str, suffix: str, prefix: str = "") -> list[str]:
+  """Names (not paths) in a directory with the prefix and suffix; one listing call on GCS."""
   fs, root = filesystem(directory)
   if not fs.exists(root):
     return []
-  return sorted(posixpath.basename(p) for p in fs.ls(root, detail=False) if p.endswith(suffix))
+  paths = fs.glob(posixpath.join(root, f"{glob_escape(prefix)}*{suffix}")) if prefix else fs.ls(root, detail=False)
+  return sorted(n for n in (posixpath.basename(p.rstrip("/")) for p in paths)
+                if n.startswith(prefix) and n.endswith(suffix))
+
+
+def glob_escape(name: str) -> str:
+  return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def exists(path: str) -> bool:
+  fs, target = filesystem(path)
+  return fs.exists(target)
 
 
 def join(directory: str, *names: str) -> str:

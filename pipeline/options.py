@@ -23,8 +23,9 @@ class ScoringOptions(PipelineOptions):
     parser.add_argument("--id_field", default="id", help="Field holding the document id (optional per record).")
     parser.add_argument("--threshold", type=float, default=3,
                         help="edu/ keeps records with int_score >= threshold.")
-    parser.add_argument("--batch_size", type=int, default=512,
-                        help="Documents handed to the model at once; the scorer packs them into rows.")
+    parser.add_argument("--batch_size", type=int, default=4096,
+                        help="Records per chunk: the unit that is scored at once (the scorer packs its "
+                             "documents into rows), written as one file per output, and resumed.")
     parser.add_argument("--max_length", type=int, default=512, help="Tokens per document after truncation.")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="Compute dtype; auto = bfloat16 on TPU, float32 elsewhere.")
@@ -50,7 +51,7 @@ class ScoringConfig:
   text_field: str  # field with the document text
   id_field: str  # field with the document id
   threshold: float  # edu/ keeps int_score >= threshold
-  batch_size: int  # documents per RunInference batch
+  batch_size: int  # records per chunk: scored together, written together, resumed together
   max_length: int  # tokens per document after truncation
   dtype: str  # "auto", "float32" or "bfloat16"
   tokens_per_device: int  # tokens per device per compiled batch
@@ -70,6 +71,10 @@ class ScoringConfig:
       raise ValueError(f"--max_length must be at least 3 (<s>, one token, </s>), got {self.max_length}")
     if self.text_field == self.id_field:
       raise ValueError("--text_field and --id_field must differ")
+
+  @property
+  def chunk_size(self) -> int:
+    return self.batch_size
 
   @classmethod
   def from_options(cls, options: PipelineOptions) -> "ScoringConfig":

@@ -1,7 +1,9 @@
-"""Per-shard outputs: scores/, edu/, errors/, and the `_shards/` marker that says a shard is done.
+"""Per-chunk outputs: scores/, edu/, errors/, and the `_done/` marker that says a chunk is done.
 
-Every shard's files are written whole (see io.write_bytes_atomic) and its marker last, so a
-shard either counts as done with all its outputs present, or is redone on the next run.
+A chunk's files are each written whole (io.write_bytes_atomic) and its marker last, so a chunk
+either counts as done with all its outputs present, or is redone by the next run. `_shards/`
+records how many chunks each shard has once it has been read to the end, which lets a rerun
+skip complete shards without opening them.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import collections
 import io as _io
 import json
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -18,13 +20,17 @@ import pyarrow.parquet as pq
 from pipeline import io
 from pipeline.records import Rejected, Scored
 
-SCORES, EDU, ERRORS, MARKERS = "scores", "edu", "errors", "_shards"
+SCORES, EDU, ERRORS, DONE, SHARDS = "scores", "edu", "errors", "_done", "_shards"
 SCORE_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("score", pa.float32()),
     ("int_score", pa.int64()), ("num_tokens", pa.int64()), ("truncated", pa.bool_())])
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def chunk_name(source: str, index: int) -> str:
+  return f"{io.shard_key(source)}-{index:05d}"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
   buffer = _io.BytesIO()
   pq.write_table(table, buffer, compression="zstd")
   return buffer.getvalue()
@@ -36,62 +42,41 @@ def scores_table(scored: list[Scored]) -> pa.Table:
                   schema=SCORE_SCHEMA)
 
 
-def edu_table(source: str, kept: dict[int, Scored], text_field: str, id_field: str) -> pa.Table:
-  """The kept records with every original field, plus score and int_score, read again from the
-  shard: records are not carried through the model, and a new threshold needs no rescoring."""
-  from pipeline.records import parse
-
-  if not kept:
-    table, rows = pa.table({}), []  # never reread a shard for nothing: it may be unreadable
-  elif source.endswith(io.PARQUET_SUFFIXES):
-    # Keep the shard's own schema: read the table and take the kept rows.
-    import fsspec
-    with fsspec.open(source, "rb") as f:
-      table = pq.read_table(f)
-    rows = sorted(kept)
-    table = table.take(pa.array(rows, pa.int64()))
-  else:
-    records, rows, last = [], [], max(kept)
-    # Stop at the last kept row: the rest may be unreadable (a truncated shard) or just long.
-    for row, item in io.iter_rows(source):
-      if row in kept:
-        records.append(json.loads(item))
-        rows.append(row)
-      if row >= last:
-        break
-    table = _table_from_records(records)
-  scores = [kept[r] for r in rows]
+def edu_table(kept: list[tuple[Any, float, int]]) -> pa.Table:
+  """(original record as read, score, int_score) to a table of every original field plus ours."""
+  records = [item if isinstance(item, dict) else json.loads(item) for item, _, _ in kept]
+  table = _table_from_records(records)
   for name in ("score", "int_score"):
-    if name in table.column_names:  # the record's own field of that name yields to ours
+    if name in table.column_names:  # a record's own field of that name yields to ours
       table = table.drop_columns([name])
-  table = table.append_column("score", pa.array([s.score for s in scores], pa.float32()))
-  return table.append_column("int_score", pa.array([s.int_score for s in scores], pa.int64()))
+  table = table.append_column("score", pa.array([s for _, s, _ in kept], pa.float32()))
+  return table.append_column("int_score", pa.array([i for _, _, i in kept], pa.int64()))
 
 
 def _table_from_records(records: list[dict]) -> pa.Table:
-  if not records:
-    return pa.table({})
+  names = list(dict.fromkeys(k for r in records for k in r))
   try:
-    return pa.Table.from_pylist(records)
+    return pa.Table.from_pylist(records) if records else pa.table({})
   except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
     # Web records disagree on field types from one line to the next; keep every field, with the
     # ones Arrow cannot unify written as JSON text.
-    names = list(dict.fromkeys(k for r in records for k in r))
     columns = {}
     for name in names:
       values = [r.get(name) for r in records]
       try:
         columns[name] = pa.array(values)
       except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False)
+        columns[name] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str)
                                   for v in values], pa.string())
     return pa.table(columns)
 
 
-def shard_stats(source: str, scored: list[Scored], rejected: list[Rejected], threshold: float) -> dict:
+def chunk_stats(source: str, index: int, scored: list[Scored], rejected: list[Rejected],
+                threshold: float) -> dict:
   histogram = np.bincount([s.int_score for s in scored], minlength=6)[:6]
   return {
       "source": source,
+      "chunk": index,
       "records": len(scored) + sum(r.row is not None for r in rejected),
       "scored": len(scored),
       "kept": sum(s.int_score >= threshold for s in scored),
@@ -103,34 +88,53 @@ def shard_stats(source: str, scored: list[Scored], rejected: list[Rejected], thr
   }
 
 
-def write_shard(output: str, source: str, scored: Iterable[Scored], rejected: Iterable[Rejected],
-                threshold: float, text_field: str, id_field: str) -> dict:
-  """All outputs of one shard, marker last; returns the shard's stats."""
-  scored, rejected = list(scored), sorted(rejected, key=lambda r: (r.row is not None, r.row or 0))
-  key = io.shard_key(source)
-  io.write_bytes_atomic(io.join(output, SCORES, f"{key}.parquet"), _parquet_bytes(scores_table(scored)))
-  write_edu(output, EDU, source, scored, threshold, text_field, id_field)
-  if rejected:
-    io.write_bytes_atomic(io.join(output, ERRORS, f"{key}.jsonl"),
-                          "".join(r.to_json() + "\n" for r in rejected).encode("utf-8"))
-  stats = shard_stats(source, scored, rejected, threshold)
-  stats["written"] = time.time()  # tells this run's shards from earlier runs' in stats.json
-  io.write_bytes_atomic(io.join(output, MARKERS, f"{key}.json"), json.dumps(stats).encode())
-  return stats
-
-
-def write_edu(output: str, subdir: str, source: str, scored: Iterable[Scored], threshold: float,
-              text_field: str, id_field: str) -> int:
-  kept = {s.row: s for s in scored if s.int_score >= threshold}
-  table = edu_table(source, kept, text_field, id_field)
-  io.write_bytes_atomic(io.join(output, subdir, f"{io.shard_key(source)}.parquet"), _parquet_bytes(table))
+def write_edu(directory: str, name: str, scored: Iterable[Scored], originals: dict[int, Any],
+              threshold: float) -> int:
+  kept = [(originals[s.row], s.score, s.int_score) for s in sorted(scored, key=lambda s: s.row)
+          if s.int_score >= threshold]
+  io.write_bytes_atomic(io.join(directory, f"{name}.parquet"), parquet_bytes(edu_table(kept)))
   return len(kept)
 
 
-def read_markers(output: str) -> dict[str, dict]:
-  """source -> stats of every shard a previous run finished."""
-  markers = {}
-  for name in io.list_names(io.join(output, MARKERS), ".json"):
-    stats = json.loads(io.read_bytes(io.join(output, MARKERS, name)))
-    markers[stats["source"]] = stats
-  return markers
+def write_chunk(output: str, source: str, index: int, scored: list[Scored], rejected: list[Rejected],
+                originals: dict[int, Any], threshold: float) -> dict:
+  """All outputs of one chunk, marker last; returns the chunk's stats."""
+  name = chunk_name(source, index)
+  rejected = sorted(rejected, key=lambda r: (r.row is not None, r.row or 0))
+  io.write_bytes_atomic(io.join(output, SCORES, f"{name}.parquet"), parquet_bytes(scores_table(scored)))
+  write_edu(io.join(output, EDU), name, scored, originals, threshold)
+  if rejected:
+    io.write_bytes_atomic(io.join(output, ERRORS, f"{name}.jsonl"),
+                          "".join(r.to_json() + "\n" for r in rejected).encode("utf-8"))
+  stats = chunk_stats(source, index, scored, rejected, threshold)
+  stats["written"] = time.time()  # tells this run's chunks from earlier runs' in stats.json
+  io.write_bytes_atomic(io.join(output, DONE, f"{name}.json"), json.dumps(stats).encode())
+  return stats
+
+
+def done_chunks(output: str, source: str) -> set[int]:
+  prefix = io.shard_key(source) + "-"
+  return {int(n[len(prefix):-len(".json")]) for n in io.list_names(io.join(output, DONE), ".json", prefix)}
+
+
+def write_shard_manifest(output: str, source: str, chunks: int) -> None:
+  path = io.join(output, SHARDS, f"{io.shard_key(source)}.json")
+  if not io.exists(path):
+    io.write_bytes_atomic(path, json.dumps({"source": source, "chunks": chunks}).encode())
+
+
+def complete_shards(output: str) -> set[str]:
+  """Shards read to the end by an earlier run with every chunk done."""
+  done = collections.Counter(n.rsplit("-", 1)[0] for n in io.list_names(io.join(output, DONE), ".json"))
+  complete = set()
+  for name in io.list_names(io.join(output, SHARDS), ".json"):
+    manifest = json.loads(io.read_bytes(io.join(output, SHARDS, name)))
+    if done[name[:-len(".json")]] >= manifest["chunks"]:
+      complete.add(manifest["source"])
+  return complete
+
+
+def read_markers(output: str) -> list[dict]:
+  """Stats of every chunk done in this output directory."""
+  directory = io.join(output, DONE)
+  return [json.loads(io.read_bytes(io.join(directory, n))) for n in io.list_names(directory, ".json")]

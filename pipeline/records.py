@@ -27,6 +27,17 @@ class Scored:
   truncated: bool
 
 
+@dataclasses.dataclass
+class Chunk:
+  """Up to `chunk_size` consecutive records of one shard: the unit that is scored, written and
+  resumed. Chunk k always covers rows [k * chunk_size, (k + 1) * chunk_size)."""
+  source: str
+  index: int
+  documents: list[Document]
+  rejected: list[Rejected]
+  originals: dict[int, Any]  # row -> the record as read (line bytes or Parquet row), for edu/
+
+
 @dataclasses.dataclass(frozen=True)
 class Rejected:
   source: str

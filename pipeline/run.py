@@ -61,7 +61,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   if not shards:
     raise FileNotFoundError(f"--input {','.join(config.inputs)} matches no file")
   manifest.check_or_write(config, info)
-  done = outputs.read_markers(config.output)
+  done = outputs.complete_shards(config.output)
   todo = [s for s in shards if s not in done]
   log.info("%d shards matched, %d already done, %d to score", len(shards), len(shards) - len(todo), len(todo))
   run = stats.RunInfo(info.name, info.revision, info.digest, started, len(shards), len(todo))
@@ -71,7 +71,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
     transforms.build(pipeline, config, todo, run, info.revision)
     result = pipeline.run()
     result.wait_until_finish()
-  elif not io.filesystem(stats_path)[0].exists(io.filesystem(stats_path)[1]):
+  elif not io.exists(stats_path):
     stats.finish(config, run)  # an earlier run finished every shard but died before its stats
   else:
     log.info("every shard is already done; nothing changed")

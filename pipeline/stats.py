@@ -25,11 +25,11 @@ class RunInfo:
   shards_this_run: int  # shards not finished by an earlier run
 
 
-def totals(markers: dict[str, dict]) -> dict:
+def totals(markers: list[dict]) -> dict:
   t = collections.Counter()
   reasons = collections.Counter()
   histogram = [0] * 6
-  for m in markers.values():
+  for m in markers:
     t.update({k: m[k] for k in ("records", "scored", "kept", "errored", "tokens", "truncated")})
     reasons.update(m["errors_by_reason"])
     histogram = [a + b for a, b in zip(histogram, m["int_score_histogram"])]
@@ -46,7 +46,9 @@ def finish(config: ScoringConfig, run: RunInfo) -> dict:
   report = totals(markers)
   this_run_scored = run_scored(markers, run)
   report.update({
-      "shards": {"matched": run.shards_total, "done": len(markers), "this_run": run.shards_this_run},
+      "shards": {"matched": run.shards_total, "complete": len(outputs.complete_shards(config.output)),
+                 "this_run": run.shards_this_run},
+      "chunks": len(markers),
       "model": run.model, "model_revision": run.revision, "weights_digest": run.weights_digest,
       "threshold": config.threshold, "max_length": config.max_length,
       "text_field": config.text_field, "id_field": config.id_field,
@@ -60,9 +62,9 @@ def finish(config: ScoringConfig, run: RunInfo) -> dict:
   return report
 
 
-def run_scored(markers: dict[str, dict], run: RunInfo) -> int:
+def run_scored(markers: list[dict], run: RunInfo) -> int:
   """Documents scored by this run: markers written since it started."""
-  return sum(m["scored"] for m in markers.values() if m.get("written", 0) >= run.started)
+  return sum(m["scored"] for m in markers if m.get("written", 0) >= run.started)
 
 
 def histogram_png(report: dict, threshold: float) -> bytes:
@@ -92,8 +94,8 @@ def summary(report: dict) -> str:
   for reason, n in report["errors_by_reason"].items():
     lines.append(f"  errors {reason}: {n:,}")
   lines.append("  int_score histogram: " + ", ".join(f"{k}: {v:,}" for k, v in report["int_score_histogram"].items()))
-  lines.append(f"  shards: {report['shards']['done']}/{report['shards']['matched']} done, "
-               f"{report['shards']['this_run']} this run")
+  lines.append(f"  shards: {report['shards']['complete']}/{report['shards']['matched']} complete, "
+               f"{report['shards']['this_run']} read this run")
   if report.get("documents_per_second") is not None:
     lines.append(f"  this run: {report['scored_this_run']:,} documents in {report['wall_time_seconds']:.1f}s "
                  f"({report['documents_per_second']:.1f} documents/s)")

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,29 @@ def test_template_metadata_declares_the_pipeline_parameters():
         assert p["label"] and p["helpText"]
     assert not params["input"]["isOptional"] and not params["output"]["isOptional"]
     assert {"model", "threshold"} <= set(params)
+
+
+def test_template_parameters_are_pipeline_options():
+    import argparse
+
+    from pipeline.options import ScoringOptions
+
+    parser = argparse.ArgumentParser()
+    ScoringOptions._add_argparse_args(parser)
+    pipeline_options = {action.dest: action for action in parser._actions}
+    metadata = json.loads((REPO / "templates" / "koedu_score_metadata.json").read_text())
+    for p in metadata["parameters"]:
+        assert p["name"] in pipeline_options, f"{p['name']} is not an option of pipeline.run"
+        # A Flex Template passes --name=value: a store_true flag could not be set that way.
+        assert pipeline_options[p["name"]].nargs != 0, f"{p['name']} takes no value"
+
+
+def test_flex_template_entry_point_runs_the_pipeline_cli(env):
+    # In the image koedu is installed; here PYTHONPATH stands in for that.
+    result = subprocess.run([sys.executable, str(REPO / "templates" / "flex_main.py"), "--help"],
+                            env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--input" in result.stdout and "--threshold" in result.stdout
 
 
 def scheduled_launch(env, *args):

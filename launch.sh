@@ -313,6 +313,9 @@ case "$SUBCOMMAND" in
     ;;
 esac
 
+if ((${#EXTRA_ARGS[@]})) && [[ "$SUBCOMMAND" != score && "$SUBCOMMAND" != train ]]; then
+  die "$SUBCOMMAND takes no arguments after -- (only score and train pass them on)"
+fi
 if [[ "$SUBCOMMAND" == image && "$BUILDER" != cloudbuild && "$BUILDER" != docker ]]; then
   die "unknown --builder '$BUILDER' (or KOEDU_BUILDER): cloudbuild or docker"
 fi

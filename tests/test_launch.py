@@ -222,6 +222,7 @@ def test_unknown_tpu_type_fails_early(env, subcommand):
     (["score", "--input", "gs://i/*", "--output", "gs://o", "--num_workers", "0"], "--num_workers"),
     (["score", "--input", "gs://i/*", "--output", "gs://o", "--accelerator_type", "v4-8"], "does not take"),
     (["image", "--builder", "podman"], "--builder"),
+    (["template", "--", "--input", "gs://i/*"], "no arguments after --"),
     (["schedule", "--input", "gs://i/{date}/*", "--output", "gs://o/{date}"], "--service_account"),
     (["train", "--data", "gs://d/*", "--output", "gs://o"], "--zone"),
     (TRAIN + ["--accelerator_type", "v5e-8"], "--accelerator_type"),

@@ -135,8 +135,8 @@ no_control_chars() {  # no_control_chars FLAG VALUE [FLAG VALUE ...]
   done
 }
 
-require() {  # require VALUE FLAG ENVVAR
-  [[ -n "$1" ]] || die "missing $2 (or set $3)"
+require() {  # require VALUE FLAG [ENVVAR]
+  [[ -n "$1" ]] || die "missing $2${3:+ (or set $3)}"
 }
 
 require_int() {  # require_int VALUE FLAG
@@ -323,8 +323,8 @@ fi
 # --- subcommands --------------------------------------------------------------------------
 
 cmd_score() {
-  require "$INPUT" --input "an --input glob"
-  require "$OUTPUT" --output "an --output directory"
+  require "$INPUT" --input
+  require "$OUTPUT" --output
   [[ -n "$JOB_NAME" ]] || JOB_NAME="koedu-score-$(date -u +%Y%m%d-%H%M%S)"
   local cmd=(
     "${KOEDU_PYTHON:-python}" -m pipeline.run
@@ -421,8 +421,8 @@ schedule_argument() {
 }
 
 cmd_schedule() {
-  require "$INPUT" --input "an --input glob, e.g. gs://crawl/{date}/*.jsonl.zst"
-  require "$OUTPUT" --output "an --output directory, e.g. gs://out/{date}"
+  require "$INPUT" --input
+  require "$OUTPUT" --output
   require "$SERVICE_ACCOUNT" --service_account KOEDU_SERVICE_ACCOUNT
   [[ "$DATE_OFFSET_DAYS" =~ ^[0-9]+$ ]] || die "--date_offset_days must be a whole number, got '$DATE_OFFSET_DAYS'"
   [[ "$WORKFLOW" =~ ^[a-z][-a-z0-9]*$ ]] || die "--workflow must be lowercase letters, digits and '-' (it prefixes Dataflow job names)"
@@ -459,8 +459,8 @@ cmd_schedule() {
 
 cmd_train() {
   require "$ZONE" --zone KOEDU_ZONE
-  require "$DATA" --data "a --data glob readable from every TPU host (gs://)"
-  require "$OUTPUT" --output "an --output directory writable from every TPU host (gs://)"
+  require "$DATA" --data
+  require "$OUTPUT" --output
   if [[ -z "$RUNTIME_VERSION" ]]; then
     case "$TRAIN_ACCELERATOR" in
       v6e-[0-9]*) RUNTIME_VERSION=v2-alpha-tpuv6e ;;

@@ -72,4 +72,4 @@ def load_text_scorer(model: str, *, revision: str | None = None, max_length: int
            cfg.num_hidden_layers, cfg.hidden_size, len(scorer.mesh.devices.flat), jax.default_backend())
   if warmup:
     scorer.warmup()
-  return TextScorer(DocumentTokenizer(model_dir, scorer.config.max_length), scorer)
+  return TextScorer(DocumentTokenizer(model_dir, scorer.config.max_length).load(), scorer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 
 import numpy as np
 
@@ -27,9 +28,22 @@ class DocumentTokenizer:
     self.model_dir = model_dir
     self.max_length = max_length
     self._backend = None
+    self._lock = threading.Lock()
 
   def __getstate__(self):
     return {"model_dir": self.model_dir, "max_length": self.max_length, "_backend": None}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def load(self) -> "DocumentTokenizer":
+    # Threads of one worker share this tokenizer; transformers' lazy imports are not safe to
+    # race ("cannot import name 'AutoTokenizer'"), so the first load is serialised.
+    with self._lock:
+      if self._backend is None:
+        self._load()
+    return self
 
   def _load(self):
     # Reuse transformers' loading (tokenizer_config.json, special tokens) but call the Rust
@@ -49,7 +63,7 @@ class DocumentTokenizer:
 
   def __call__(self, texts: list[str]) -> Tokenized:
     if self._backend is None:
-      self._load()
+      self.load()
     encodings = self._backend.encode_batch([PREFIX + t for t in texts])
     ids, truncated = [], np.zeros(len(texts), bool)
     for i, enc in enumerate(encodings):

@@ -87,7 +87,10 @@ def iter_rows(source: str) -> Iterator[tuple[int, bytes | dict]]:
 
 
 def filesystem(path: str):
-  fs, root = fsspec.core.url_to_fs(path)
+  # No listings cache: other workers write markers while this process runs, and a stale
+  # listing would have it redo their chunks.
+  fs, root = fsspec.core.url_to_fs(path, use_listings_cache=False) if "://" in path \
+      else fsspec.core.url_to_fs(path)
   return fs, root
 
 

@@ -86,6 +86,29 @@ def test_fetch_takes_one_kind_of_weights(checkpoint_dir, tmp_path):
     fs.rm(root, recursive=True)
 
 
+def test_fetch_a_sharded_checkpoint_from_an_fsspec_url(checkpoint_dir, tmp_path):
+  from transformers import AutoModelForSequenceClassification
+  sharded = str(tmp_path / "sharded")
+  AutoModelForSequenceClassification.from_pretrained(checkpoint_dir).save_pretrained(
+      sharded, max_shard_size="40KB")
+  shards = sorted(n for n in os.listdir(sharded) if n.endswith(".safetensors"))
+  assert len(shards) >= 3
+  fs = fsspec.filesystem("memory")
+  root = f"/{uuid.uuid4().hex}"
+  for name in os.listdir(sharded):
+    with open(os.path.join(sharded, name), "rb") as f:
+      fs.pipe_file(f"{root}/{name}", f.read())
+  try:
+    url = f"memory://{root}"
+    described = [name for name, _ in hub.describe(url).weights]
+    assert described[0] == checkpoint.SAFETENSORS_INDEX and sorted(described[1:]) == shards
+    local = hub.fetch(url, cache_dir=str(tmp_path / "cache"))
+  finally:
+    fs.rm(root, recursive=True)
+  assert sorted(n for n in os.listdir(local) if n.endswith(".safetensors")) == shards
+  np.testing.assert_allclose(_scores(local), _scores(checkpoint_dir), rtol=0, atol=1e-6)
+
+
 def test_describe_refuses_what_cannot_load(checkpoint_dir, tmp_path):
   only_pickle = tmp_path / "pickle"
   only_pickle.mkdir()

@@ -95,14 +95,34 @@ def _boundary_texts(tokenizer, max_length: int) -> list[str]:
   return list(found.values())
 
 
+# What web text holds besides words: blanks, full-width forms NFKC folds, emoji, control and
+# zero-width characters, a long run without spaces, a literal special token.
+ODD_TEXTS = [" ", "\n\t ", "ＡＢＣ　１２３", "🙂👍 좋아요", "a\u0000b\u200bc", "가" * 300,
+             "<s> passage: </s>", "query: 광합성"]
+
+
 def test_document_tokenizer_matches_autotokenizer(ref):
-  texts = mixed_texts(seed=5) + _boundary_texts(ref.tokenizer, ref.max_length)
+  texts = mixed_texts(seed=5) + ODD_TEXTS + _boundary_texts(ref.tokenizer, ref.max_length)
   ours = DocumentTokenizer(ref.dir, ref.max_length)(texts)
   for text, ids, truncated in zip(texts, ours.ids, ours.truncated):
     expected = ref.tokenizer(PREFIX + text, truncation=True, max_length=ref.max_length)["input_ids"]
     assert ids.tolist() == expected, text
     assert truncated == (len(ref.tokenizer(PREFIX + text)["input_ids"]) > ref.max_length), text
   assert ours.truncated.any() and not ours.truncated.all()
+
+
+def test_document_tokenizer_is_shipped_by_pickle(checkpoint_dir):
+  import pickle
+  tokenizer = DocumentTokenizer(checkpoint_dir, 21)
+  texts = mixed_texts(seed=9)
+  before = tokenizer(texts)  # loads the backend, which must not travel
+  copy = pickle.loads(pickle.dumps(tokenizer))
+  assert copy._backend is None and copy.max_length == 21
+  after = copy(texts)
+  assert [a.tolist() for a in after.ids] == [b.tolist() for b in before.ids]
+  assert np.array_equal(after.truncated, before.truncated)
+  with pytest.raises(ValueError, match="max_length"):
+    DocumentTokenizer(checkpoint_dir, 2)
 
 
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])

@@ -19,14 +19,15 @@ class OutputMismatch(ValueError):
   pass
 
 
-def check_or_write(config: ScoringConfig, info: ModelInfo) -> None:
+def check_or_write(config: ScoringConfig, info: ModelInfo, write: bool = True) -> None:
   wanted = {"model": info.name, "weights_digest": info.digest, "threshold": config.threshold,
             "max_length": config.max_length, "text_field": config.text_field,
             "id_field": config.id_field}
   path = io.join(config.output, RUN_MANIFEST)
   fs, local = io.filesystem(path)
   if not fs.exists(local):
-    io.write_bytes_atomic(path, json.dumps(wanted, indent=2).encode())
+    if write:
+      io.write_bytes_atomic(path, json.dumps(wanted, indent=2).encode())
     return
   found = json.loads(io.read_bytes(path))
   differs = [k for k in MUST_AGREE if found.get(k) != wanted[k]]

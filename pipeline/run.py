@@ -12,7 +12,8 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions)
 
 from model import hub
 from pipeline import io, manifest, outputs, stats, transforms
@@ -29,6 +30,13 @@ def _runner(options: PipelineOptions):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
   return name
+
+
+def _write_job_file(options: PipelineOptions, result) -> None:
+  job_file = options.view_as(DebugOptions).dataflow_job_file
+  if options.view_as(TestOptions).dry_run and job_file and getattr(result, "job", None) is not None:
+    from pipeline.dataflow import write_job_description
+    write_job_description(result, job_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +68,9 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   shards = io.expand_globs(list(config.inputs))
   if not shards:
     raise FileNotFoundError(f"--input {','.join(config.inputs)} matches no file")
-  manifest.check_or_write(config, info)
+  describing = bool(options.view_as(TestOptions).dry_run or
+                    options.view_as(GoogleCloudOptions).template_location)
+  manifest.check_or_write(config, info, write=not describing)
   done = outputs.complete_shards(config.output)
   todo = [s for s in shards if s not in done]
   log.info("%d shards matched, %d already done, %d to score", len(shards), len(shards) - len(todo), len(todo))
@@ -70,6 +80,9 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
     pipeline = beam.Pipeline(runner=_runner(options), options=options)
     transforms.build(pipeline, config, todo, run, info.revision)
     result = pipeline.run()
+    if describing:
+      _write_job_file(options, result)
+      return 0
     result.wait_until_finish()
   elif not io.exists(stats_path):
     stats.finish(config, run)  # an earlier run finished every shard but died before its stats

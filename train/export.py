@@ -1,0 +1,64 @@
+"""The output directory (local or any fsspec URL) and the exported model in it.
+
+The model directory is what `transformers.AutoModelForSequenceClassification.from_pretrained`
+and `pipeline.run --model` read: config.json with the head, model.safetensors, the tokenizer.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+
+import fsspec
+import numpy as np
+from flax import nnx
+
+from model import checkpoint
+from model.config import ModelConfig
+
+
+class Output:
+  """Files of the output directory, written whole (a temporary name, then a rename)."""
+
+  def __init__(self, root: str):
+    self.root = root.rstrip("/")
+    self.fs, self._path = fsspec.core.url_to_fs(self.root)
+    self.fs.makedirs(self._path, exist_ok=True)
+
+  def path(self, name: str) -> str:
+    return posixpath.join(self.root, name) if "://" in self.root else os.path.join(self.root, name)
+
+  def exists(self, name: str) -> bool:
+    return self.fs.exists(posixpath.join(self._path, name))
+
+  def read(self, name: str) -> bytes:
+    return self.fs.cat_file(posixpath.join(self._path, name))
+
+  def write(self, name: str, data: bytes) -> None:
+    target = posixpath.join(self._path, name)
+    partial = posixpath.join(self._path, f".{name}.partial")
+    with self.fs.open(partial, "wb") as f:
+      f.write(data)
+    self.fs.mv(partial, target)
+
+  def put_dir(self, local_dir: str) -> None:
+    for name in sorted(os.listdir(local_dir)):
+      with open(os.path.join(local_dir, name), "rb") as f:
+        self.write(name, f.read())
+
+
+def flat_params(base_params: dict, trained) -> dict:
+  """The whole model's parameters (NNX path -> numpy): the base's, overwritten by the trained
+  ones (the head alone when features were cached)."""
+  params = dict(base_params)
+  # Parameters are replicated: every host holds a whole copy in its first local shard.
+  params.update({path: np.asarray(v.get_value().addressable_data(0))
+                 for path, v in nnx.to_flat_state(trained)})
+  return params
+
+
+def export(output: Output, cfg: ModelConfig, params: dict, tokenizer_dir: str) -> None:
+  """Write the model into the output directory, through a local directory for remote outputs."""
+  with tempfile.TemporaryDirectory() as local:
+    checkpoint.save_hf(local, cfg, params, tokenizer_dir=tokenizer_dir)
+    output.put_dir(local)

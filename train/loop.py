@@ -1,0 +1,130 @@
+"""`train_and_evaluate(config)`: the steps, evaluation at every epoch's end, checkpoints, and the
+export of the best model by macro F1."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import jax
+import numpy as np
+
+from train import batches, evaluate, export, optim, parallel, prepare, steps
+from train.checkpoints import Checkpoints
+from train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+RECIPE, SUMMARY = "train_config.json", "train_summary.json"
+
+
+def check_recipe(output: export.Output, config: TrainConfig) -> None:
+  """Resuming a different run would mix two recipes in one model: refuse."""
+  recipe = json.loads(json.dumps(config.recipe()))
+  if output.exists(RECIPE):
+    before = json.loads(output.read(RECIPE))
+    changed = sorted(k for k in recipe.keys() | before.keys() if recipe.get(k) != before.get(k))
+    if changed:
+      raise ValueError(f"{output.root} holds a run with other settings ({', '.join(changed)}); "
+                       "use another --output, or the same settings to resume it")
+  elif parallel.is_primary():
+    output.write(RECIPE, json.dumps(recipe, indent=2).encode())
+
+
+class _Inputs:
+  """Micro-batches of cached features or of token ids, whichever this run trains on."""
+
+  def __init__(self, config: TrainConfig, prepared: prepare.Prepared, mesh):
+    self.rows = batches.micro_rows(config.batch_size, config.device_batch_size, mesh.devices.size)
+    self._config, self._prepared, self._mesh = config, prepared, mesh
+
+  def micro(self, inputs, labels, docs):
+    if self._config.cached:
+      return batches.feature_batches(inputs, labels, docs, self.rows)
+    return batches.token_batches(inputs, labels, docs, self.rows, self._config.lengths,
+                                 self._prepared.base.config.pad_token_id)
+
+  def predict(self, run: steps.Steps, params) -> np.ndarray:
+    held_out = self._prepared.eval
+    scores = np.empty(len(held_out.labels), np.float32)
+    docs = np.arange(len(scores))
+    for chunk, batch in self.micro(self._prepared.eval_inputs, held_out.labels, docs):
+      scores[chunk] = parallel.to_host(run.predict(params, parallel.shard_rows(self._mesh, batch)))[:len(chunk)]
+    return scores
+
+
+def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> dict:
+  """Train, evaluate, export; returns the summary also written to train_summary.json.
+  `on_step(step)` runs after each step is done and checkpointed (tests interrupt with it)."""
+  started = time.perf_counter()
+  mesh = parallel.make_mesh(devices)
+  output = export.Output(config.output)
+  check_recipe(output, config)
+  prepared, data_summary = prepare.prepare(config, mesh, output)
+  inputs = _Inputs(config, prepared, mesh)
+  train_labels = prepared.train.labels
+  per_epoch = batches.steps_per_epoch(len(train_labels), config.batch_size)
+  total = config.max_steps or config.num_epochs * per_epoch
+  graphdef, params = steps.split_params(prepared.model, config.cached)
+  optimizer = optim.optimizer(config, params, total)
+  run = steps.Steps(graphdef, optimizer, mesh, config.cached)
+  params = parallel.replicate(mesh, params)
+  opt_state = jax.jit(optimizer.init, out_shardings=parallel.replicated(mesh))(params)
+  ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
+  try:
+    meta = {"history": [], "best": None, "loss_sum": 0.0}
+    restored = ckpt.restore_latest(params, opt_state)
+    start = 0
+    if restored:
+      start, params, opt_state, meta = restored
+      log.info("resuming at step %d of %d", start, total)
+    log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, %d devices",
+             total, per_epoch, len(train_labels), len(prepared.eval.labels), mesh.devices.size)
+    for step in range(start, total):
+      epoch, within = divmod(step, per_epoch)
+      docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)
+      grads, loss = run.zeros(params), 0.0
+      for _, batch in inputs.micro(prepared.train_inputs, train_labels, docs):
+        grads, part = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(len(docs)))
+        loss += part
+      params, opt_state = run.apply(params, opt_state, grads)
+      meta["loss_sum"] += float(loss)
+      done = step + 1
+      if done % config.log_every == 0:
+        log.info("step %d/%d epoch %d loss %.4f", done, total, epoch + 1, float(loss))
+      if done % per_epoch == 0 or done == total:
+        rep = evaluate.report(prepared.eval.labels, inputs.predict(run, params), config.threshold)
+        steps_in_epoch = done - epoch * per_epoch
+        entry = {"step": done, "epoch": epoch + 1, "train_loss": meta["loss_sum"] / steps_in_epoch,
+                 **evaluate.summary(rep)}
+        meta["history"].append(entry)
+        meta["loss_sum"] = 0.0
+        log.info("eval after epoch %d (step %d): %s", epoch + 1, done, entry)
+        if meta["best"] is None or entry["macro_f1"] > meta["best"]["macro_f1"]:
+          ckpt.save_best(done, params)
+          meta["best"] = entry
+      if done % per_epoch == 0 or done == total or done % config.checkpoint_every == 0:
+        ckpt.save_latest(done, params, opt_state, meta)
+      if on_step:
+        on_step(done)
+    return _finish(config, prepared, inputs, run, ckpt, params, meta, output,
+                   data_summary, time.perf_counter() - started)
+  finally:
+    ckpt.close()
+
+
+def _finish(config, prepared, inputs, run, ckpt, params, meta, output, data_summary, seconds) -> dict:
+  best = meta["best"]
+  best_params = ckpt.restore_best(params, best["step"])
+  rep = evaluate.report(prepared.eval.labels, inputs.predict(run, best_params), config.threshold)
+  summary = {"best": best, "history": meta["history"], "data": data_summary,
+             "fresh_head": prepared.base.fresh_head, "model": config.model,
+             "output": output.root, "seconds": round(seconds, 1)}
+  if parallel.is_primary():
+    weights = export.flat_params(prepared.base.params, best_params)
+    export.export(output, prepared.base.config, weights, prepared.model_dir)
+    evaluate.write(output, rep, {"step": best["step"], "epoch": best["epoch"],
+                                 "history": meta["history"]})
+    output.write(SUMMARY, json.dumps(summary, indent=2).encode())
+  log.info("best: step %d, macro F1 %.3f; model written to %s\n%s", best["step"], best["macro_f1"],
+           output.root, evaluate.text(rep))
+  return {**summary, "report": rep}

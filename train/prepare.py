@@ -1,0 +1,93 @@
+"""Everything before the first step: the base model, the data and its report, the split, the
+tokens, and (with a frozen encoder) the cached features."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+
+from model import convert, hub
+from model.scorer import int_scores
+from model.tokenize import DocumentTokenizer
+from model.xlmr import XLMRobertaClassifier
+from train import base, data, features, parallel
+from train.config import TrainConfig
+from train.export import Output
+
+log = logging.getLogger(__name__)
+DATA_REPORT, BAD_ROWS = "data_report.json", "bad_rows.jsonl"
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TOKENIZE_CHUNK = 65536  # documents per tokenizer call, for progress lines on large corpora
+
+
+@dataclasses.dataclass
+class Prepared:
+  model_dir: str  # local copy of the base; its tokenizer is exported with the model
+  base: base.Base
+  model: XLMRobertaClassifier  # the base, in the compute dtype
+  train: data.Examples
+  eval: data.Examples
+  train_inputs: object  # cached features (documents, hidden), or token ids per document
+  eval_inputs: object
+
+
+def split(config: TrainConfig) -> tuple[data.Examples, data.Examples, data.DataReport]:
+  report = data.DataReport()
+  examples, report = data.read(config.data, config.text_field, config.label_field, report)
+  if config.eval_data:
+    held_out, report = data.read(config.eval_data, config.text_field, config.label_field, report)
+    train = examples
+  else:
+    if not len(examples.texts):
+      train = held_out = examples
+    else:
+      train_index, eval_index = data.stratified_split(examples.labels, config.eval_size, config.seed)
+      train, held_out = examples.take(train_index), examples.take(eval_index)
+  if not len(train.texts) or not len(held_out.texts):
+    raise ValueError(f"no usable documents to train or evaluate on: {report.summary()}")
+  return train, held_out, report
+
+
+def write_data_report(output: Output, report: data.DataReport, train, held_out) -> dict:
+  histogram = lambda ex: {str(k): int(v) for k, v in zip(*np.unique(int_scores(ex.labels), return_counts=True))}
+  summary = {**report.summary(), "train": len(train.texts), "eval": len(held_out.texts),
+             "train_int_scores": histogram(train), "eval_int_scores": histogram(held_out)}
+  if parallel.is_primary():
+    output.write(DATA_REPORT, json.dumps(summary, indent=2).encode())
+    output.write(BAD_ROWS, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                   for r in report.bad_rows).encode())
+  if summary["bad"]:
+    log.warning("%d bad rows, not used (%s); each is listed in %s", summary["bad"],
+                summary["bad_by_reason"], output.path(BAD_ROWS))
+  log.info("data: %s", summary)
+  return summary
+
+
+def tokenize(tokenizer: DocumentTokenizer, texts: list[str]) -> list[np.ndarray]:
+  ids = []
+  for start in range(0, len(texts), TOKENIZE_CHUNK):
+    ids += tokenizer(texts[start:start + TOKENIZE_CHUNK]).ids
+    if len(texts) > TOKENIZE_CHUNK:
+      log.info("tokenized %d of %d documents", len(ids), len(texts))
+  return ids
+
+
+def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
+  model_dir = hub.fetch(config.model, allow_pickle=config.allow_pickle)
+  start = base.load(model_dir, config.seed, config.allow_pickle)
+  if config.max_length > start.config.max_length:
+    raise ValueError(f"max_length {config.max_length} exceeds the base's {start.config.max_length} positions")
+  train, held_out, report = split(config)
+  summary = write_data_report(output, report, train, held_out)
+  model = convert.model_from_params(start.config, start.params, dtype=DTYPES[config.dtype])
+  tokenizer = DocumentTokenizer(model_dir, config.max_length)
+  train_ids, eval_ids = tokenize(tokenizer, train.texts), tokenize(tokenizer, held_out.texts)
+  if config.cached:
+    encode = lambda ids: features.encode(model, ids, mesh, config.lengths, config.encode_tokens_per_device)
+    train_inputs, eval_inputs = encode(train_ids), encode(eval_ids)
+  else:
+    train_inputs, eval_inputs = train_ids, eval_ids
+  return Prepared(model_dir, start, model, train, held_out, train_inputs, eval_inputs), summary

@@ -1,0 +1,77 @@
+"""`python -m train.run`: fine-tune the classifier with the seed's recipe (../shared contract).
+
+    python -m train.run --data 'gs://bucket/annotations/*.parquet' --output gs://bucket/run1 \
+        [--model nlpai-lab/KoE5] [--no_freeze_encoder] [--epochs 20 | --max_steps N] ...
+
+Parses flags into a TrainConfig and hands it to train.loop; nothing else happens here.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from train.config import DEFAULT_BASE, TrainConfig
+
+
+def _globs(value: str) -> tuple[str, ...]:
+  return tuple(g for g in value.split(",") if g)
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.split("\n\n")[0])
+  d = TrainConfig(data=("-",), output="-")  # defaults, from the one place they are defined
+  p.add_argument("--data", required=True, type=_globs, help="shard globs, comma-separated")
+  p.add_argument("--output", required=True, help="directory for the model, reports, checkpoints")
+  p.add_argument("--model", default=DEFAULT_BASE,
+                 help="base: hub id, local or fsspec directory; a classifier to continue or an "
+                      "encoder-only checkpoint to add a fresh head to")
+  p.add_argument("--eval_data", type=_globs, default=(), help="held-out shard globs (default: split off --data)")
+  p.add_argument("--text_field", default=d.text_field)
+  p.add_argument("--label_field", default=d.label_field)
+  p.add_argument("--freeze_encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder,
+                 help="train the head only (default), or everything with --no_freeze_encoder")
+  p.add_argument("--cache_features", action=argparse.BooleanOptionalAction, default=d.cache_features,
+                 help="with a frozen encoder, encode each document once (default)")
+  steps = p.add_mutually_exclusive_group()
+  steps.add_argument("--epochs", type=int, help="default: 20 frozen, 3 when the encoder trains")
+  steps.add_argument("--max_steps", type=int, help="optimizer steps, instead of epochs")
+  p.add_argument("--batch_size", type=int, default=d.batch_size, help="global documents per step")
+  p.add_argument("--device_batch_size", type=int,
+                 help="documents per device per pass; smaller than batch_size/devices accumulates gradients")
+  for name in ("learning_rate", "warmup_ratio", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
+    p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+  p.add_argument("--eval_size", type=float, default=d.eval_size,
+                 help="held-out documents, or a fraction when below 1")
+  for name in ("seed", "max_length", "encode_tokens_per_device", "threshold", "checkpoint_every",
+               "keep_checkpoints", "log_every"):
+    p.add_argument(f"--{name}", type=int, default=getattr(d, name))
+  p.add_argument("--row_lengths", type=lambda v: tuple(int(x) for x in v.split(",")),
+                 default=d.row_lengths, help="padded token-row lengths, comma-separated")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype,
+                 help="encoder compute dtype (parameters stay float32)")
+  p.add_argument("--allow_pickle", action="store_true",
+                 help="accept a base with only pickled PyTorch weights (unpickling runs code)")
+  p.add_argument("--distributed", action="store_true",
+                 help="multi-host TPU slice: call jax.distributed.initialize() first")
+  return p
+
+
+def main(argv=None) -> int:
+  args = vars(parser().parse_args(argv))
+  config = TrainConfig(**args)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
+  if config.distributed:
+    import jax
+    jax.distributed.initialize()  # before any other JAX call; TPU slices configure themselves
+  from train.loop import train_and_evaluate  # imports JAX; after initialize
+  summary = train_and_evaluate(config)
+  print(summary["report"]["table"])
+  print(f"best step {summary['best']['step']}: macro F1 {summary['best']['macro_f1']:.3f}, "
+        f"binary F1 {summary['best']['binary_f1']:.3f}; model in {summary['output']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

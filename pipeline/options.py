@@ -13,10 +13,12 @@ class ScoringOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument("--input", required=True,
+    # Not required=True: Beam parses every PipelineOptions subclass in any process that imported
+    # it (workers, other commands), and argparse would abort those; from_options checks instead.
+    parser.add_argument("--input",
                         help="Shards to score: GLOB[,GLOB...] of .jsonl/.json/.jsonl.gz/.jsonl.zst/.parquet, "
                              "local paths, gs:// or any fsspec URL.")
-    parser.add_argument("--output", required=True, help="Directory for scores/, edu/, errors/, stats.json.")
+    parser.add_argument("--output", help="Directory for scores/, edu/, errors/, stats.json.")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="Hugging Face hub id, local directory or gs:// directory of the classifier.")
     parser.add_argument("--text_field", default="text", help="Field holding the document text.")
@@ -79,6 +81,9 @@ class ScoringConfig:
   @classmethod
   def from_options(cls, options: PipelineOptions) -> "ScoringConfig":
     o = options.view_as(ScoringOptions)
+    missing = [f"--{name}" for name in ("input", "output") if not getattr(o, name)]
+    if missing:
+      raise ValueError(f"{' and '.join(missing)} required (python -m pipeline.run --help)")
     return cls(inputs=tuple(p.strip() for p in o.input.split(",")), output=o.output.rstrip("/"),
                model=o.model, text_field=o.text_field, id_field=o.id_field,
                threshold=o.threshold, batch_size=o.batch_size, max_length=o.max_length,

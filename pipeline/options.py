@@ -90,3 +90,26 @@ class ScoringConfig:
                dtype=o.dtype, tokens_per_device=o.tokens_per_device, allow_pickle=o.allow_pickle,
                model_cache_dir=o.model_cache_dir, compilation_cache_dir=o.compilation_cache_dir,
                share_model_across_processes=o.share_model_across_processes)
+
+
+def unknown_flags(argv: list[str]) -> list[str]:
+  """Flags no PipelineOptions class knows, each with a suggestion when one is close.
+
+  Beam only logs a warning for these; a mistyped --threshold would then silently score with the
+  default, so koedu refuses them.
+  """
+  import difflib
+
+  from apache_beam.options.pipeline_options import _BeamArgumentParser
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+    cls._add_argparse_args(parser)
+  _, unknown = parser.parse_known_args(argv)
+  known = [opt for action in parser._actions for opt in action.option_strings]
+  problems = []
+  for arg in unknown:
+    if arg.startswith("--"):
+      name = arg.split("=", 1)[0]
+      close = difflib.get_close_matches(name, known, n=1)
+      problems.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+  return problems

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from pipeline import io, manifest, outputs, stats, transforms
-from pipeline.options import ScoringConfig, ScoringOptions
+from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
 
 log = logging.getLogger("koedu")
 
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   for name in ("koedu", "model", "pipeline"):
     logging.getLogger(name).setLevel(logging.INFO)
+  unknown = unknown_flags(argv)
+  if unknown:
+    print(f"error: unknown option {', '.join(unknown)}", file=sys.stderr)
+    return 2
   options = PipelineOptions(argv)
   try:
     config = ScoringConfig.from_options(options)

@@ -121,3 +121,23 @@ def test_rerun_with_other_threshold_is_refused(scored_corpus, spread_model):
                       "--max_length", str(MAX_LENGTH), "--threshold", "4", check=False)
   assert proc.returncode == 2
   assert "threshold" in proc.stderr and "rethreshold" in proc.stderr
+
+
+def test_unreachable_default_model_fails_at_once_naming_model_path(tmp_path):
+  import time
+  start = time.monotonic()
+  # A closed local port stands for a hub that cannot be reached.
+  proc = run_pipeline("--input", f"{CORPUS}/*", "--output", str(tmp_path / "out"), check=False,
+                      env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_DISABLE_XET": "1",
+                           "HF_HOME": str(tmp_path / "hf")})
+  assert proc.returncode == 2
+  assert "--model PATH" in proc.stderr and "devngho/ko_edu_classifier_v2_nlpai-lab_KoE5" in proc.stderr
+  assert time.monotonic() - start < 30
+  assert not (tmp_path / "out").exists()
+
+
+def test_mistyped_option_is_refused(tmp_path, spread_model):
+  proc = run_pipeline("--input", f"{CORPUS}/*", "--output", str(tmp_path / "out"), "--model", spread_model,
+                      "--treshold", "4", check=False)
+  assert proc.returncode == 2 and "--treshold (did you mean --threshold?)" in proc.stderr
+  assert not (tmp_path / "out").exists()

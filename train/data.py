@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import json
 import math
 
@@ -80,7 +81,9 @@ def _records(source: str):
           row += 1
   elif source.endswith(JSON_SUFFIXES):
     with fsspec.open(source, "rb", compression="infer") as f:
-      for row, line in enumerate(f):
+      # zstandard's stream reader cannot iterate lines by itself; a buffer over it can.
+      lines = io.BufferedReader(f) if source.endswith(".zst") else f
+      for row, line in enumerate(lines):
         yield row, line
   else:
     raise BadRow(f"unsupported_format: expected {', '.join(JSON_SUFFIXES + PARQUET_SUFFIXES)}")

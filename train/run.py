@@ -18,6 +18,14 @@ def _globs(value: str) -> tuple[str, ...]:
   return tuple(g for g in value.split(",") if g)
 
 
+def _switch(p: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+  """--name / --no_name, in the contract's snake_case (argparse's own makes --no-name)."""
+  group = p.add_mutually_exclusive_group()
+  group.add_argument(f"--{name}", dest=name, action="store_true", help=help)
+  group.add_argument(f"--no_{name}", dest=name, action="store_false")
+  p.set_defaults(**{name: default})
+
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.split("\n\n")[0])
   d = TrainConfig(data=("-",), output="-")  # defaults, from the one place they are defined
@@ -29,10 +37,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--eval_data", type=_globs, default=(), help="held-out shard globs (default: split off --data)")
   p.add_argument("--text_field", default=d.text_field)
   p.add_argument("--label_field", default=d.label_field)
-  p.add_argument("--freeze_encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder,
-                 help="train the head only (default), or everything with --no_freeze_encoder")
-  p.add_argument("--cache_features", action=argparse.BooleanOptionalAction, default=d.cache_features,
-                 help="with a frozen encoder, encode each document once (default)")
+  _switch(p, "freeze_encoder", d.freeze_encoder, "train the head only (default), or everything")
+  _switch(p, "cache_features", d.cache_features,
+          "with a frozen encoder, encode each document once (default) or every step")
   steps = p.add_mutually_exclusive_group()
   steps.add_argument("--epochs", type=int, help="default: 20 frozen, 3 when the encoder trains")
   steps.add_argument("--max_steps", type=int, help="optimizer steps, instead of epochs")

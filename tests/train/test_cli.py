@@ -1,0 +1,50 @@
+"""`python -m train.run` end to end, as a user runs it: a real process on a tiny checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from model import checkpoint
+from tests.train.conftest import write_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_cli_trains_evaluates_and_exports(corpus, encoder_dir, tmp_path):
+  _, texts, labels = corpus
+  train = write_jsonl(str(tmp_path / "train.jsonl"),
+                      [{"body": t, "edu": float(l)} for t, l in zip(texts[:200], labels[:200])] + ["{broken"])
+  held_out = write_jsonl(str(tmp_path / "eval.jsonl"),
+                         [{"body": t, "edu": float(l)} for t, l in zip(texts[200:260], labels[200:260])])
+  out = tmp_path / "out"
+  args = ["--data", train, "--eval_data", held_out, "--output", str(out), "--model", encoder_dir,
+          "--text_field", "body", "--label_field", "edu", "--epochs", "2", "--batch_size", "48",
+          "--device_batch_size", "16", "--learning_rate", "3e-3", "--max_length", "64",
+          "--row_lengths", "32,64", "--encode_tokens_per_device", "512", "--seed", "1"]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-m", "train.run", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "macro avg" in proc.stdout and "best step" in proc.stdout
+  assert "1 bad rows" in proc.stderr
+  names = set(os.listdir(out))
+  assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+          "eval_report.txt", "eval_report.json", "confusion_matrix.png", "data_report.json",
+          "bad_rows.jsonl", "train_summary.json", "checkpoints"} <= names
+  data_report = json.loads((out / "data_report.json").read_text())
+  assert data_report["train"] == 200 and data_report["eval"] == 60 and data_report["bad"] == 1
+  report = json.loads((out / "eval_report.json").read_text())
+  assert report["documents"] == 60 and len(report["history"]) == 2
+  _, model = checkpoint.load_classifier(str(out))
+  assert np.isfinite(np.asarray(model.head.out_proj.kernel.get_value())).all()
+
+
+def test_cli_refuses_contradictory_flags():
+  from train import run
+  import pytest
+  with pytest.raises(SystemExit):
+    run.parser().parse_args(["--data", "x", "--output", "y", "--epochs", "2", "--max_steps", "3"])

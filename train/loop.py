@@ -87,10 +87,11 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
         grads, part = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(len(docs)))
         loss += part
       params, opt_state = run.apply(params, opt_state, grads)
-      meta["loss_sum"] += float(loss)
+      loss = parallel.scalar(loss)
+      meta["loss_sum"] += loss
       done = step + 1
       if done % config.log_every == 0:
-        log.info("step %d/%d epoch %d loss %.4f", done, total, epoch + 1, float(loss))
+        log.info("step %d/%d epoch %d loss %.4f", done, total, epoch + 1, loss)
       if done % per_epoch == 0 or done == total:
         rep = evaluate.report(prepared.eval.labels, inputs.predict(run, params), config.threshold)
         steps_in_epoch = done - epoch * per_epoch

@@ -53,6 +53,11 @@ def to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def scalar(x) -> float:
+  """A replicated scalar as a float; float(x) refuses arrays spanning other hosts."""
+  return float(np.asarray(x.addressable_data(0)))
+
+
 def is_primary() -> bool:
   """The host that writes reports and the exported model (checkpoints are written by all)."""
   return jax.process_index() == 0

@@ -1,5 +1,9 @@
 """Everything before the first step: the base model, the data and its report, the split, the
-tokens, and (with a frozen encoder) the cached features."""
+tokens, and (with a frozen encoder) the cached features.
+
+A resumed run does all of this again rather than storing features: it is deterministic, and one
+encoder pass costs less than keeping (documents x hidden) floats beside the checkpoints.
+"""
 from __future__ import annotations
 
 import dataclasses

@@ -24,6 +24,9 @@ class Checkpoints:
     self._latest = ocp.CheckpointManager(f"{directory.rstrip('/')}/{LATEST}", options=options(keep))
     self._best = ocp.CheckpointManager(f"{directory.rstrip('/')}/{BEST}", options=options(1))
 
+  def latest_step(self) -> int | None:
+    return self._latest.latest_step()
+
   def save_latest(self, step: int, params, opt_state, meta: dict) -> None:
     if step in self._latest.all_steps():
       return

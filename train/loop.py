@@ -17,15 +17,16 @@ log = logging.getLogger(__name__)
 RECIPE, SUMMARY = "train_config.json", "train_summary.json"
 
 
-def check_recipe(output: export.Output, config: TrainConfig) -> None:
-  """Resuming a different run would mix two recipes in one model: refuse."""
+def check_recipe(output: export.Output, config: TrainConfig, resuming: bool) -> None:
+  """Resuming a different run would mix two recipes in one model: refuse. Without checkpoints
+  there is nothing to resume, so a run that failed early (say, a wrong --model) may be fixed."""
   recipe = json.loads(json.dumps(config.recipe()))
-  if output.exists(RECIPE):
+  if resuming and output.exists(RECIPE):
     before = json.loads(output.read(RECIPE))
     changed = sorted(k for k in recipe.keys() | before.keys() if recipe.get(k) != before.get(k))
     if changed:
-      raise ValueError(f"{output.root} holds a run with other settings ({', '.join(changed)}); "
-                       "use another --output, or the same settings to resume it")
+      raise ValueError(f"{output.root} holds checkpoints of a run with other settings "
+                       f"({', '.join(changed)}); use another --output, or the same settings to resume it")
   elif parallel.is_primary():
     output.write(RECIPE, json.dumps(recipe, indent=2).encode())
 
@@ -58,7 +59,15 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
   started = time.perf_counter()
   mesh = parallel.make_mesh(devices)
   output = export.Output(config.output)
-  check_recipe(output, config)
+  ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
+  try:
+    check_recipe(output, config, resuming=ckpt.latest_step() is not None)
+    return _train(config, mesh, output, ckpt, on_step, started)
+  finally:
+    ckpt.close()
+
+
+def _train(config, mesh, output, ckpt, on_step, started) -> dict:
   prepared, data_summary = prepare.prepare(config, mesh, output)
   inputs = _Inputs(config, prepared, mesh)
   train_labels = prepared.train.labels
@@ -69,48 +78,44 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
   run = steps.Steps(graphdef, optimizer, mesh, config.cached)
   params = parallel.replicate(mesh, params)
   opt_state = jax.jit(optimizer.init, out_shardings=parallel.replicated(mesh))(params)
-  ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
-  try:
-    meta = {"history": [], "best": None, "loss_sum": 0.0}
-    restored = ckpt.restore_latest(params, opt_state)
-    start = 0
-    if restored:
-      start, params, opt_state, meta = restored
-      log.info("resuming at step %d of %d", start, total)
-    log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, %d devices",
-             total, per_epoch, len(train_labels), len(prepared.eval.labels), mesh.devices.size)
-    for step in range(start, total):
-      epoch, within = divmod(step, per_epoch)
-      docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)
-      grads, loss = run.zeros(params), 0.0
-      for _, batch in inputs.micro(prepared.train_inputs, train_labels, docs):
-        grads, part = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(len(docs)))
-        loss += part
-      params, opt_state = run.apply(params, opt_state, grads)
-      loss = parallel.scalar(loss)
-      meta["loss_sum"] += loss
-      done = step + 1
-      if done % config.log_every == 0:
-        log.info("step %d/%d epoch %d loss %.4f", done, total, epoch + 1, loss)
-      if done % per_epoch == 0 or done == total:
-        rep = evaluate.report(prepared.eval.labels, inputs.predict(run, params), config.threshold)
-        steps_in_epoch = done - epoch * per_epoch
-        entry = {"step": done, "epoch": epoch + 1, "train_loss": meta["loss_sum"] / steps_in_epoch,
-                 **evaluate.summary(rep)}
-        meta["history"].append(entry)
-        meta["loss_sum"] = 0.0
-        log.info("eval after epoch %d (step %d): %s", epoch + 1, done, entry)
-        if meta["best"] is None or entry["macro_f1"] > meta["best"]["macro_f1"]:
-          ckpt.save_best(done, params)
-          meta["best"] = entry
-      if done % per_epoch == 0 or done == total or done % config.checkpoint_every == 0:
-        ckpt.save_latest(done, params, opt_state, meta)
-      if on_step:
-        on_step(done)
-    return _finish(config, prepared, inputs, run, ckpt, params, meta, output,
-                   data_summary, time.perf_counter() - started)
-  finally:
-    ckpt.close()
+  meta = {"history": [], "best": None, "loss_sum": 0.0}
+  restored = ckpt.restore_latest(params, opt_state)
+  start = 0
+  if restored:
+    start, params, opt_state, meta = restored
+    log.info("resuming at step %d of %d", start, total)
+  log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, %d devices",
+           total, per_epoch, len(train_labels), len(prepared.eval.labels), mesh.devices.size)
+  for step in range(start, total):
+    epoch, within = divmod(step, per_epoch)
+    docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)
+    grads, loss = run.zeros(params), 0.0
+    for _, batch in inputs.micro(prepared.train_inputs, train_labels, docs):
+      grads, part = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(len(docs)))
+      loss += part
+    params, opt_state = run.apply(params, opt_state, grads)
+    loss = parallel.scalar(loss)
+    meta["loss_sum"] += loss
+    done = step + 1
+    if done % config.log_every == 0:
+      log.info("step %d/%d epoch %d loss %.4f", done, total, epoch + 1, loss)
+    if done % per_epoch == 0 or done == total:
+      rep = evaluate.report(prepared.eval.labels, inputs.predict(run, params), config.threshold)
+      steps_in_epoch = done - epoch * per_epoch
+      entry = {"step": done, "epoch": epoch + 1, "train_loss": meta["loss_sum"] / steps_in_epoch,
+               **evaluate.summary(rep)}
+      meta["history"].append(entry)
+      meta["loss_sum"] = 0.0
+      log.info("eval after epoch %d (step %d): %s", epoch + 1, done, entry)
+      if meta["best"] is None or entry["macro_f1"] > meta["best"]["macro_f1"]:
+        ckpt.save_best(done, params)
+        meta["best"] = entry
+    if done % per_epoch == 0 or done == total or done % config.checkpoint_every == 0:
+      ckpt.save_latest(done, params, opt_state, meta)
+    if on_step:
+      on_step(done)
+  return _finish(config, prepared, inputs, run, ckpt, params, meta, output,
+                 data_summary, time.perf_counter() - started)
 
 
 def _finish(config, prepared, inputs, run, ckpt, params, meta, output, data_summary, seconds) -> dict:

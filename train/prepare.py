@@ -80,12 +80,13 @@ def tokenize(tokenizer: DocumentTokenizer, texts: list[str]) -> list[np.ndarray]
 
 
 def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
+  # Data first: a wrong glob or field fails in seconds, not after downloading 2 GB of weights.
+  train, held_out, report = split(config)
+  summary = write_data_report(output, report, train, held_out)
   model_dir = hub.fetch(config.model, allow_pickle=config.allow_pickle)
   start = base.load(model_dir, config.seed, config.allow_pickle)
   if config.max_length > start.config.max_length:
     raise ValueError(f"max_length {config.max_length} exceeds the base's {start.config.max_length} positions")
-  train, held_out, report = split(config)
-  summary = write_data_report(output, report, train, held_out)
   model = convert.model_from_params(start.config, start.params, dtype=DTYPES[config.dtype])
   tokenizer = DocumentTokenizer(model_dir, config.max_length)
   train_ids, eval_ids = tokenize(tokenizer, train.texts), tokenize(tokenizer, held_out.texts)

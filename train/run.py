@@ -65,15 +65,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = vars(parser().parse_args(argv))
-  config = TrainConfig(**args)
+  p = parser()
+  try:
+    config = TrainConfig(**vars(p.parse_args(argv)))
+  except ValueError as err:
+    p.error(str(err))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
   if config.distributed:
     import jax
     jax.distributed.initialize()  # before any other JAX call; TPU slices configure themselves
+  from model import hub
+  from model.checkpoint import PickleRefused
   from train.loop import train_and_evaluate  # imports JAX; after initialize
-  summary = train_and_evaluate(config)
+  try:
+    summary = train_and_evaluate(config)
+  except (hub.ModelUnavailable, PickleRefused, FileNotFoundError) as err:
+    # The user's to fix (a model or shard that is not there): the message says how; a
+    # traceback would only bury it.
+    logging.error("%s", err)
+    return 2
   print(summary["report"]["table"])
   print(f"best step {summary['best']['step']}: macro F1 {summary['best']['macro_f1']:.3f}, "
         f"binary F1 {summary['best']['binary_f1']:.3f}; model in {summary['output']}")

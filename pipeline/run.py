@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from pipeline import io, manifest, outputs, stats, transforms
+from pipeline.handler import NAMESPACE
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
 
 log = logging.getLogger("koedu")
@@ -30,6 +31,19 @@ def _runner(options: PipelineOptions):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
   return name
+
+
+def _counters(result) -> str:
+  """This run's koedu counters, as the runner aggregated them."""
+  from apache_beam.metrics.metric import MetricsFilter
+  try:
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+  except Exception as err:  # not every runner reports metrics
+    return f"unavailable ({type(err).__name__})"
+  totals = {}
+  for c in counters:
+    totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+  return ", ".join(f"{k}={v}" for k, v in sorted(totals.items()))
 
 
 def _write_job_file(options: PipelineOptions, result) -> None:
@@ -88,6 +102,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
       _write_job_file(options, result)
       return 0
     result.wait_until_finish()
+    log.info("beam metrics: %s", _counters(result))
   elif not io.exists(stats_path):
     stats.finish(config, run)  # an earlier run finished every shard but died before its stats
   else:

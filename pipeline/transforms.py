@@ -53,6 +53,8 @@ class ReadShard(beam.DoFn):
           chunk.originals[row] = item
     except io.ShardError as err:
       self._errored.inc()
+      if err.row is not None:  # where a shard broke off counts as one (unreadable) record
+        self._read.inc()
       log.warning("%s: %s", source, err.reason)
       chunk.rejected.append(Rejected(source, err.row, err.reason, ""))
     yield from self._emit(chunk, done)

@@ -128,3 +128,10 @@ def test_every_record_accounted_for_exactly_once(spread_model, tmp_path):
   assert stats["errors_by_reason"]["invalid_json"] == 1
   assert stats["errors_by_reason"]["unreadable_shard"] == 1
   assert "errors invalid_json: 1" in proc.stdout
+  # Beam's own counters agree with the files.
+  metrics = dict(kv.split("=") for kv in proc.stderr.split("beam metrics: ")[1].splitlines()[0].split(", "))
+  assert int(metrics["records_scored"]) == stats["scored"]
+  assert int(metrics["records_read"]) == stats["records_read"]
+  assert int(metrics["records_errored"]) == stats["errored"]
+  assert int(metrics["records_kept"]) == stats["kept"]
+  assert int(metrics["tokens"]) == stats["tokens"] and int(metrics["truncated"]) == stats["truncated"]

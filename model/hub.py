@@ -123,7 +123,8 @@ def fetch(model: str, revision: str | None = None, cache_dir: str | None = None,
   if k == "hub":
     from huggingface_hub import HfApi, snapshot_download
     try:
-      names = HfApi().list_repo_files(model, revision=revision)
+      # model_info, not list_repo_files: the latter retries for ~25 s before failing offline.
+      names = [s.rfilename for s in HfApi().model_info(model, revision=revision).siblings]
       return snapshot_download(model, revision=revision, allow_patterns=_choose_files(names, allow_pickle))
     except (FileNotFoundError, checkpoint.PickleRefused):
       raise

@@ -1,23 +1,20 @@
 """Labelled documents from shards, every rejected row counted with its reason, and the split.
 
-The reader is a minimal one of its own (JSON lines, .gz, .zst, Parquet through fsspec) so that
-training did not wait for `pipeline/io.py`; it should later share that module's reader.
+Shards are read by the scoring pipeline's reader (`pipeline.io`), so training accepts exactly
+the formats, paths and broken files that scoring does, with the same reasons.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import json
 import math
 
-import fsspec
 import numpy as np
 
 from model.scorer import int_scores
+from pipeline import io as shard_io
 
-JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
-PARQUET_SUFFIXES = (".parquet",)
 RAW_CHARS = 1000  # of a bad row kept in the report: enough to find it, not a copy of the corpus
 LABEL_RANGE = (0.0, 5.0)
 
@@ -60,33 +57,11 @@ def expand(patterns) -> list[str]:
   """Every shard the globs match; a glob matching nothing is an error, not an empty corpus."""
   found = []
   for pattern in patterns:
-    fs, path = fsspec.core.url_to_fs(pattern)
-    matches = fs.glob(path) if fsspec.core.has_magic(path) else [path] if fs.exists(path) else []
-    matches = [m for m in matches if not fs.isdir(m)]
+    matches = shard_io.expand_globs([pattern])
     if not matches:
       raise FileNotFoundError(f"no shard matches {pattern!r}")
-    found += [fs.unstrip_protocol(m) if "://" in pattern else m for m in matches]
+    found += matches
   return sorted(set(found))
-
-
-def _records(source: str):
-  """(row, item): raw line bytes for JSON lines, dicts for Parquet."""
-  if source.endswith(PARQUET_SUFFIXES):
-    import pyarrow.parquet as pq
-    row = 0
-    with fsspec.open(source, "rb") as f:
-      for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
-        for item in batch.to_pylist():
-          yield row, item
-          row += 1
-  elif source.endswith(JSON_SUFFIXES):
-    with fsspec.open(source, "rb", compression="infer") as f:
-      # zstandard's stream reader cannot iterate lines by itself; a buffer over it can.
-      lines = io.BufferedReader(f) if source.endswith(".zst") else f
-      for row, line in enumerate(lines):
-        yield row, line
-  else:
-    raise BadRow(f"unsupported_format: expected {', '.join(JSON_SUFFIXES + PARQUET_SUFFIXES)}")
 
 
 def parse(item, text_field: str, label_field: str) -> tuple[str, float]:
@@ -121,9 +96,8 @@ def read(patterns, text_field: str, label_field: str, report: DataReport | None 
   texts, labels = [], []
   for source in expand(patterns):
     report.shards += 1
-    row = None
     try:
-      for row, item in _records(source):
+      for row, item in shard_io.iter_rows(source):
         report.rows += 1
         try:
           text, label = parse(item, text_field, label_field)
@@ -132,11 +106,8 @@ def read(patterns, text_field: str, label_field: str, report: DataReport | None 
           continue
         texts.append(text)
         labels.append(label)
-    except BadRow as err:
-      report.reject(source, None, str(err), None)
-    except Exception as err:  # unreadable file, truncated gzip, corrupt Parquet: say where
-      reason = "truncated_shard" if row is not None else "unreadable_shard"
-      report.reject(source, None if row is None else row + 1, f"{reason}: {type(err).__name__}: {err}", None)
+    except shard_io.ShardError as err:  # unreadable, unsupported, or broken off at err.row
+      report.reject(source, err.row, err.reason, None)
   raw = np.asarray(labels, np.float32)
   clipped = np.clip(raw, *LABEL_RANGE)
   report.clipped += int(np.sum(clipped != raw))

@@ -29,7 +29,6 @@ def expand_globs(patterns: list[str]) -> list[str]:
   found = []
   for pattern in patterns:
     fs, _ = fsspec.core.url_to_fs(pattern)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     matches = fs.glob(fsspec.core.strip_protocol(pattern)) if fsspec.core.has_magic(pattern) \
         else [fsspec.core.strip_protocol(pattern)]
     for path in matches:

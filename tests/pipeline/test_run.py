@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.checkpoints import SAMPLE_CORPUS, sample_corpus_records
-from tests.pipeline.conftest import MAX_LENGTH, REPO, read_edu, read_errors, read_scores, run_pipeline, snapshot
+from tests.pipeline.conftest import MAX_LENGTH, read_edu, read_errors, read_scores, run_pipeline, snapshot
 
 CORPUS = SAMPLE_CORPUS
 THRESHOLD = 3

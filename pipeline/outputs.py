@@ -26,6 +26,15 @@ SCORE_SCHEMA = pa.schema([
     ("int_score", pa.int64()), ("num_tokens", pa.int64()), ("truncated", pa.bool_())])
 
 
+# Raw scores binned finely for the run's picture: -1..6 in steps of 0.1, outliers in the end bins.
+SCORE_BINS = np.round(np.arange(-1.0, 6.0001, 0.1), 1)
+
+
+def score_histogram(scores: list[float]) -> list[int]:
+  clipped = np.clip(np.asarray(scores, np.float64), SCORE_BINS[0], SCORE_BINS[-1])
+  return [int(n) for n in np.histogram(clipped, bins=SCORE_BINS)[0]]
+
+
 def chunk_name(source: str, index: int) -> str:
   return f"{io.shard_key(source)}-{index:05d}"
 
@@ -85,6 +94,7 @@ def chunk_stats(source: str, index: int, scored: list[Scored], rejected: list[Re
       "tokens": int(sum(s.num_tokens for s in scored)),
       "truncated": int(sum(s.truncated for s in scored)),
       "int_score_histogram": [int(n) for n in histogram],
+      "score_histogram": score_histogram([s.score for s in scored]),
   }
 
 

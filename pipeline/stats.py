@@ -29,14 +29,17 @@ def totals(markers: list[dict]) -> dict:
   t = collections.Counter()
   reasons = collections.Counter()
   histogram = [0] * 6
+  fine = [0] * (len(outputs.SCORE_BINS) - 1)
   for m in markers:
     t.update({k: m[k] for k in ("records", "scored", "kept", "errored", "tokens", "truncated")})
     reasons.update(m["errors_by_reason"])
     histogram = [a + b for a, b in zip(histogram, m["int_score_histogram"])]
+    fine = [a + b for a, b in zip(fine, m["score_histogram"])]
   return {"records_read": t["records"], "scored": t["scored"], "kept": t["kept"],
           "errored": t["errored"], "errors_by_reason": dict(sorted(reasons.items())),
           "tokens": t["tokens"], "truncated": t["truncated"],
-          "int_score_histogram": {str(i): n for i, n in enumerate(histogram)}}
+          "int_score_histogram": {str(i): n for i, n in enumerate(histogram)},
+          "score_histogram": {"bin_edges": [float(e) for e in outputs.SCORE_BINS], "counts": fine}}
 
 
 def finish(config: ScoringConfig, run: RunInfo) -> dict:
@@ -73,7 +76,7 @@ def histogram_png(report: dict, threshold: float) -> bytes:
   import matplotlib.pyplot as plt
 
   counts = [report["int_score_histogram"][str(i)] for i in range(6)]
-  fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+  fig, (ax, raw) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
   colors = ["#4c78a8" if i >= threshold else "#bab0ac" for i in range(6)]
   ax.bar(range(6), counts, color=colors)
   for i, n in enumerate(counts):
@@ -81,6 +84,13 @@ def histogram_png(report: dict, threshold: float) -> bytes:
   ax.set_xlabel("int_score")
   ax.set_ylabel("documents")
   ax.set_title(f"{report['scored']:,} scored, {report['kept']:,} kept (int_score >= {threshold:g})")
+  edges = report["score_histogram"]["bin_edges"]
+  raw.stairs(report["score_histogram"]["counts"], edges, fill=True, color="#4c78a8")
+  # int_score >= t exactly when the raw score is at least t - 0.5 (halves round to even).
+  raw.axvline(threshold - 0.5, color="#e45756", linestyle="--", label=f"int_score {threshold:g} begins")
+  raw.set_xlabel("score (raw model output, clipped to -1..6 here)")
+  raw.set_title("raw scores")
+  raw.legend(fontsize=8)
   fig.tight_layout()
   buffer = _io.BytesIO()
   fig.savefig(buffer, format="png")

@@ -98,6 +98,10 @@ def test_stats_json(scored_corpus, spread_model):
   assert stats["tokens"] == sum(r["num_tokens"] for r in rows)
   assert stats["truncated"] == sum(r["truncated"] for r in rows)
   assert stats["int_score_histogram"] == {str(i): sum(r["int_score"] == i for r in rows) for i in range(6)}
+  fine = stats["score_histogram"]
+  assert sum(fine["counts"]) == len(rows) and len(fine["bin_edges"]) == len(fine["counts"]) + 1
+  below = [e for e in fine["bin_edges"][1:] if e <= 2.5 + 1e-9]
+  assert sum(fine["counts"][:len(below)]) == sum(r["score"] < 2.5 for r in rows)
   assert stats["model"] == spread_model and stats["weights_digest"].startswith("sha256:")
   assert stats["threshold"] == THRESHOLD
   assert stats["wall_time_seconds"] > 0 and stats["documents_per_second"] > 0

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline.options import ScoringConfig
-from pipeline.records import Chunk, Rejected, Scored
+from pipeline.records import Chunk, Document, Rejected, Scored
 
 log = logging.getLogger(__name__)
 NAMESPACE = "koedu"
@@ -27,6 +27,26 @@ class ScoredChunk:
   chunk: Chunk
   scored: list[Scored]
   failed: list[Rejected]  # documents the model could not score
+
+
+def _score_isolating_failures(model, docs: list[Document]) -> tuple[list[Scored], list[Rejected]]:
+  """Scores documents; when a batch fails, halves it until the documents at fault are found, so
+  one document the tokenizer or model cannot take does not send thousands to errors/."""
+  if not docs:
+    return [], []
+  try:
+    scores = model.score([d.text for d in docs])
+  except Exception as err:  # the failure belongs to some document(s); find them
+    if len(docs) == 1:
+      d = docs[0]
+      log.warning("%s row %d: %s: %s", d.source, d.row, type(err).__name__, err)
+      return [], [Rejected(d.source, d.row, f"inference_failed: {type(err).__name__}: {err}", d.text)]
+    half = len(docs) // 2
+    left, right = _score_isolating_failures(model, docs[:half]), _score_isolating_failures(model, docs[half:])
+    return left[0] + right[0], left[1] + right[1]
+  return [Scored(d.source, d.row, d.id, float(s), int(i), int(n), bool(t))
+          for d, s, i, n, t in zip(docs, scores.score, scores.int_score, scores.num_tokens,
+                                   scores.truncated)], []
 
 
 class KoeduModelHandler(ModelHandler[Chunk, ScoredChunk, Any]):
@@ -50,16 +70,12 @@ class KoeduModelHandler(ModelHandler[Chunk, ScoredChunk, Any]):
   def run_inference(self, batch: Sequence[Chunk], model, inference_args=None) -> Iterable[ScoredChunk]:
     results = []
     for chunk in batch:
-      docs = chunk.documents
-      scores = model.score([d.text for d in docs])
-      results.append(ScoredChunk(chunk, [
-          Scored(d.source, d.row, d.id, float(s), int(i), int(n), bool(t))
-          for d, s, i, n, t in zip(docs, scores.score, scores.int_score, scores.num_tokens, scores.truncated)
-      ], []))
-      self._scored.inc(len(docs))
-      self._tokens.inc(int(scores.num_tokens.sum()))
-      self._truncated.inc(int(scores.truncated.sum()))
-      self._report(len(docs))
+      scored, failed = _score_isolating_failures(model, chunk.documents)
+      results.append(ScoredChunk(chunk, scored, failed))
+      self._scored.inc(len(scored))
+      self._tokens.inc(sum(s.num_tokens for s in scored))
+      self._truncated.inc(sum(s.truncated for s in scored))
+      self._report(len(scored))
     return results
 
   def _report(self, n: int) -> None:

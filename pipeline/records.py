@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 RAW_LIMIT = 10_000  # characters of a rejected record kept in errors/
+# JSON may escape a lone UTF-16 surrogate ("\ud800"): valid JSON, but no UTF-8 string can hold it,
+# so neither the tokenizer nor Parquet can. Only lines with such an escape are checked in full.
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,11 @@ def parse(source: str, row: int, item: bytes | dict, text_field: str, id_field: 
       record = json.loads(line)
     except json.JSONDecodeError as err:
       return reject(f"invalid_json: {err.msg} at column {err.colno}")
+    if _SURROGATE_ESCAPE.search(item):
+      try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+      except UnicodeEncodeError as err:
+        return reject(f"invalid_unicode: a lone surrogate {err.object[err.start]!r} escaped in the JSON")
   if not isinstance(record, dict):
     return reject(f"not_an_object: a JSON {type(record).__name__}, not an object")
   if text_field not in record:

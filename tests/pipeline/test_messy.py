@@ -44,6 +44,8 @@ def write_messy_corpus(root: str) -> tuple[dict, dict, set]:
       (line({"text": GOOD + " 아이디 없음"}), "ok"),  # no id: "<source>:<row>"
       (line({"id": 7, "text": "", "extra": {"nested": [1, 2]}}), "ok"),  # empty text is still a document
       (line({"id": "g", "text": GOOD * 40}), "ok"),  # longer than max_length
+      (b'{"id": "h", "text": "half an emoji \\ud83d here"}\n', "invalid_unicode"),  # lone surrogate
+      (b'{"id": "i", "text": "a whole one \\ud83d\\ude00 here"}\n', "ok"),
   ]
   with open(path, "wb") as f:
     f.write(b"".join(l for l, _ in lines))

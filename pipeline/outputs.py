@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import io as _io
 import json
+import logging
 import time
 from typing import Any, Iterable
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from pipeline import io
 from pipeline.records import Rejected, Scored
 
+log = logging.getLogger(__name__)
 SCORES, EDU, ERRORS, DONE, SHARDS = "scores", "edu", "errors", "_done", "_shards"
 SCORE_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("score", pa.float32()),
@@ -102,7 +104,16 @@ def write_edu(directory: str, name: str, scored: Iterable[Scored], originals: di
               threshold: float) -> int:
   kept = [(originals[s.row], s.score, s.int_score) for s in sorted(scored, key=lambda s: s.row)
           if s.int_score >= threshold]
-  io.write_bytes_atomic(io.join(directory, f"{name}.parquet"), parquet_bytes(edu_table(kept)))
+  try:
+    data = parquet_bytes(edu_table(kept))
+  except Exception as err:  # field names or values Parquet will not take: keep each record whole
+    log.warning("%s: edu records kept as JSON text (%s: %s)", name, type(err).__name__, err)
+    records = [item if isinstance(item, dict) else json.loads(item) for item, _, _ in kept]
+    data = parquet_bytes(pa.table({
+        "record": pa.array([json.dumps(r, ensure_ascii=False, default=str) for r in records], pa.string()),
+        "score": pa.array([s for _, s, _ in kept], pa.float32()),
+        "int_score": pa.array([i for _, _, i in kept], pa.int64())}))
+  io.write_bytes_atomic(io.join(directory, f"{name}.parquet"), data)
   return len(kept)
 
 

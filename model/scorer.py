@@ -18,22 +18,29 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model import packing
-from model.xlmr import XLMRobertaClassifier
+from model.xlmr import ATTENTION, XLMRobertaClassifier
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-40% slower than XLA's own Eigen
+# dots on both machines measured (docs/benchmarks.md). Set per compilation, not through
+# XLA_FLAGS, so that it holds whatever the process was started with.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @dataclasses.dataclass(frozen=True)
 class ScorerConfig:
   max_length: int = 512  # tokens per document after truncation, <s> and </s> included
-  row_lengths: tuple[int, ...] = (128, 512)  # compiled sequence lengths; longer ones are clipped to max_length
+  row_lengths: tuple[int, ...] = (128, 256, 512)  # compiled sequence lengths; longer ones are clipped to max_length
   tokens_per_device: int = 16384  # tokens in one device's share of the largest batch of each length
   smallest_batch_fraction: int = 8  # also compile batches of 1/2 .. 1/this of full, for the tail of a call
   pack: bool = True  # several documents per row (block-diagonal attention); False: one per row
   dtype: str = "float32"  # compute dtype: "float32", or "bfloat16" (TPU)
+  attention: str = "batched"  # a key of model.xlmr.ATTENTION
 
   def __post_init__(self):
+    if self.attention not in ATTENTION:
+      raise ValueError(f"attention must be one of {sorted(ATTENTION)}, got {self.attention!r}")
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
     if list(self.row_lengths) != sorted(set(self.row_lengths)) or not self.row_lengths:
@@ -75,6 +82,7 @@ class Scorer:
     self.mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                               axis_types=(jax.sharding.AxisType.Auto,))
     self._rows = NamedSharding(self.mesh, P("data"))
+    self._compiler_options = CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
     replicated = NamedSharding(self.mesh, P())
     self._graphdef, state = nnx.split(model)
     self._state = jax.device_put(state, replicated)
@@ -86,7 +94,7 @@ class Scorer:
 
     def forward(state, input_ids, segment_ids, position_ids, cls_index):
       model = nnx.merge(self._graphdef, state)
-      return model(input_ids, segment_ids, position_ids, cls_index)[..., 0]
+      return model(input_ids, segment_ids, position_ids, cls_index, config.attention)[..., 0]
 
     self._forward = jax.jit(forward, in_shardings=(replicated,) + (self._rows,) * 4,
                             out_shardings=self._rows)
@@ -104,7 +112,7 @@ class Scorer:
       start = time.perf_counter()
       self._compiled[key] = self._forward.lower(
           self._state, spec((rows, length)), spec((rows, length)), spec((rows, length)),
-          spec((rows, width))).compile()
+          spec((rows, width))).compile(compiler_options=self._compiler_options)
       self.stats.compile_seconds[key] = time.perf_counter() - start
       log.info("compiled scorer for %d x %d tokens in %.1fs", rows, length,
                self.stats.compile_seconds[key])

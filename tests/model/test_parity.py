@@ -18,7 +18,7 @@ from model import hub
 from model.checkpoint import load_classifier
 from model.scorer import Scorer, ScorerConfig
 from model.tokenize import PREFIX, DocumentTokenizer
-from model.xlmr import hf_forward
+from model.xlmr import ATTENTION, hf_forward
 from tests.model.reference import mixed_texts, torch_classifier, torch_document_scores, torch_scores
 
 TOLERANCE = 1e-4
@@ -68,17 +68,18 @@ def ref(request, make_checkpoint, tokenizer_dir, tmp_path_factory):
                                tokenizer=AutoTokenizer.from_pretrained(model_dir))
 
 
-def test_padded_batch_matches_transformers(ref, max_abs_diff):
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def test_padded_batch_matches_transformers(ref, attention, max_abs_diff):
   # Truncated at the checkpoint's own limit, so the longest rows use every position row.
   enc = ref.tokenizer([PREFIX + t for t in mixed_texts(seed=3)], padding=True, truncation=True,
                       max_length=ref.cfg.max_length, return_tensors="np")
   mask = enc["attention_mask"]
   assert (mask == 0).any(), "no padding in the batch"
   assert mask.sum(1).max() == ref.cfg.max_length, "no document reaches max_length"
-  ours = np.asarray(hf_forward(ref.model, enc["input_ids"], mask))[:, 0]
+  ours = np.asarray(hf_forward(ref.model, enc["input_ids"], mask, attention))[:, 0]
   theirs = torch_scores(ref.torch, enc["input_ids"], mask)
   assert np.ptp(theirs) > 1e-2, "reference scores barely differ; parity would prove little"
-  assert max_abs_diff(f"{ref.name} padded batch", ours, theirs) <= TOLERANCE
+  assert max_abs_diff(f"{ref.name} padded batch, {attention} attention", ours, theirs) <= TOLERANCE
 
 
 def _boundary_texts(tokenizer, max_length: int) -> list[str]:
@@ -125,8 +126,9 @@ def test_document_tokenizer_is_shipped_by_pickle(checkpoint_dir):
     DocumentTokenizer(checkpoint_dir, 2)
 
 
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
-def test_scorer_matches_transformers(ref, pack, max_abs_diff):
+def test_scorer_matches_transformers(ref, pack, attention, max_abs_diff):
   texts = mixed_texts(seed=7)
   tokenized = DocumentTokenizer(ref.dir, ref.max_length)(texts)
   assert tokenized.truncated.sum() >= 3
@@ -138,7 +140,9 @@ def test_scorer_matches_transformers(ref, pack, max_abs_diff):
   theirs = torch_document_scores(ref.torch, expected_ids)
   scorer = Scorer(ref.model, ScorerConfig(max_length=ref.max_length, row_lengths=(11, 24),
                                           tokens_per_device=2 * ref.max_length + 5,
-                                          smallest_batch_fraction=2, pack=pack))
+                                          smallest_batch_fraction=2, pack=pack,
+                                          attention=attention))
   ours = scorer.score(tokenized.ids)
-  label = f"{ref.name} scorer {'packed' if pack else 'unpacked'} max_length {ref.max_length}"
+  label = (f"{ref.name} scorer {'packed' if pack else 'unpacked'} {attention} attention "
+           f"max_length {ref.max_length}")
   assert max_abs_diff(label, ours, theirs) <= TOLERANCE

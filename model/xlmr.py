@@ -147,7 +147,9 @@ class XLMRobertaClassifier(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = Embeddings(cfg, **kw)
     self.layers = nnx.List([Layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
-    self.head = ClassificationHead(cfg, **kw)
+    # The head runs once per document, so fp32 costs nothing, and a bf16 output would round a
+    # score near 3 to steps of 1/64.
+    self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32})
 
   def encode(self, input_ids, segment_ids, position_ids, attention: str = "batched") -> jax.Array:
     """Final hidden states, (batch, length, hidden). `attention`: a key of ATTENTION."""

@@ -108,6 +108,22 @@ def test_packed_scores_equal_unpacked_scores(checkpoint_dir, classifier, max_abs
   assert max_abs_diff("packed vs unpacked", scores[True], scores[False]) <= 1e-4
 
 
+def test_bfloat16_scores_follow_float32(checkpoint_dir, classifier, max_abs_diff):
+  # The TPU default. Agreement of int_score on realistic documents is measured by bench/ (a
+  # tiny random model's scores span too little of 0..5 for it to mean anything); here: the
+  # bf16 path runs end to end and stays near fp32, far nearer than the scores' own spread.
+  import jax.numpy as jnp
+  max_length = 45
+  ids = DocumentTokenizer(checkpoint_dir, max_length)(mixed_texts(seed=23)).ids
+  config = dict(max_length=max_length, row_lengths=(15, 30), tokens_per_device=90)
+  fp32 = Scorer(classifier, ScorerConfig(**config)).score(ids)
+  _, low = load_classifier(checkpoint_dir, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  bf16 = Scorer(low, ScorerConfig(**config, dtype="bfloat16")).score(ids)
+  assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32), "bf16 computed in fp32"
+  assert max_abs_diff("bfloat16 vs float32", bf16, fp32) <= 0.1 * np.ptp(fp32)
+  assert np.corrcoef(bf16, fp32)[0, 1] > 0.99
+
+
 def test_rows_with_a_single_document_slot(classifier, max_abs_diff):
   # Rows of 7 tokens have one `<s>` slot (7 // 4), yet leave room for a second 2-token document.
   rng = np.random.default_rng(3)

@@ -1,0 +1,84 @@
+"""The encoder alone at each compiled shape, for each attention and each CPU dot library.
+
+    python -m bench.shapes [--shapes 128x128,64x256,32x512,16x512] [--layers 4] [--seconds 6]
+
+What chose the scorer's defaults (model/scorer.py, model/xlmr.py): for every (rows x length),
+attention ("batched": jax.nn.dot_product_attention; "rows": one row at a time) and CPU dot
+library (this jaxlib's YNNPACK default, or XLA's Eigen dots, set per compilation as the scorer
+does), the compiled base-width encoder's weight-matmul FLOP/s over every computed token. Rows
+hold 64-token documents, so attention is block-diagonal as in packed rows. Fewer layers than
+the model's 12 keep the run short; the work per layer is the same.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from bench import common
+
+COMPILERS = {"YNNPACK (jaxlib default)": None, "Eigen": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+
+def measure(shapes, layers: int, seconds: float) -> list[list]:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from model.config import ModelConfig
+  from model.xlmr import ATTENTION, XLMRobertaClassifier
+  cfg = dataclasses.replace(ModelConfig.base(), num_hidden_layers=layers, vocab_size=1000)
+  graphdef, state = nnx.split(XLMRobertaClassifier(cfg, dtype=jnp.float32, param_dtype=jnp.float32,
+                                                   rngs=nnx.Rngs(0)))
+  flops_per_token = common.flops_per_token("base") * layers / common.SIZES["base"]["num_hidden_layers"]
+  rows = []
+  for batch, length in shapes:
+    segments = np.repeat(np.arange(1, length // 64 + 2), 64)[:length]
+    args = (jnp.full((batch, length), 5, jnp.int32),
+            jnp.asarray(np.tile(segments, (batch, 1)), jnp.int32),
+            jnp.asarray(np.tile(np.arange(length) % 64 + 2, (batch, 1)), jnp.int32),
+            jnp.zeros((batch, 1), jnp.int32))
+    row = [f"{batch}x{length}"]
+    for attention in ATTENTION:
+      forward = jax.jit(lambda s, *a, attention=attention: nnx.merge(graphdef, s)(*a, attention=attention))
+      for options in COMPILERS.values():
+        run = forward.lower(state, *args).compile(compiler_options=options)
+        run(state, *args).block_until_ready()
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+          run(state, *args).block_until_ready()
+          calls += 1
+        per_call = (time.perf_counter() - start) / calls
+        row.append(f"{flops_per_token * batch * length / per_call / 1e9:.0f}")
+        common.log(f"{row[0]} {attention} {options}: {row[-1]} GFLOP/s")
+    rows.append(row)
+  return rows
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--shapes", default="128x128,64x256,32x512,16x512")
+  parser.add_argument("--layers", type=int, default=4)
+  parser.add_argument("--seconds", type=float, default=6.0)
+  args = parser.parse_args(argv)
+  command = common.command_line()
+  shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+  common.wait_until_quiet()
+  with common.Interference().measure() as busy:
+    rows = measure(shapes, args.layers, args.seconds)
+  from model.xlmr import ATTENTION
+  header = ["rows x length"] + [f"{a} attention, {c}" for a in ATTENTION for c in COMPILERS]
+  body = "\n\n".join([
+      common.provenance([{"others_busy": busy.fraction}], command),
+      f"Base width, {args.layers} layers, random weights; GFLOP/s of the weight matmuls "
+      f"(bench/common.py's count) over every computed token, averaged over {args.seconds:.0f} s "
+      "of back-to-back calls per cell.",
+      common.table(header, rows)])
+  print(body)
+  common.update_doc("shapes", body)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -107,6 +107,8 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
     stats.finish(config, run)  # an earlier run finished every shard but died before its stats
   else:
     log.info("every shard is already done; nothing changed")
+    # A scheduler's log should not read as if the rerun had scored anything itself.
+    print(f"koedu: {config.output} was already complete; its stats.json, unchanged:")
   print(stats.summary(json.loads(io.read_bytes(stats_path))))
   return 0
 

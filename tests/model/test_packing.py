@@ -8,6 +8,7 @@ from model import packing
 from model.checkpoint import load_classifier
 from model.scorer import Scorer, ScorerConfig, int_scores
 from model.tokenize import DocumentTokenizer
+from model.xlmr import ATTENTION
 from tests.model.reference import mixed_texts
 
 PAD = 1
@@ -108,19 +109,22 @@ def test_packed_scores_equal_unpacked_scores(checkpoint_dir, classifier, max_abs
   assert max_abs_diff("packed vs unpacked", scores[True], scores[False]) <= 1e-4
 
 
-def test_bfloat16_scores_follow_float32(checkpoint_dir, classifier, max_abs_diff):
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def test_bfloat16_scores_follow_float32(checkpoint_dir, classifier, max_abs_diff, attention):
   # The TPU default. Agreement of int_score on realistic documents is measured by bench/ (a
   # tiny random model's scores span too little of 0..5 for it to mean anything); here: the
   # bf16 path runs end to end and stays near fp32, far nearer than the scores' own spread.
   import jax.numpy as jnp
   max_length = 45
   ids = DocumentTokenizer(checkpoint_dir, max_length)(mixed_texts(seed=23)).ids
-  config = dict(max_length=max_length, row_lengths=(15, 30), tokens_per_device=90)
+  # Both attentions: "batched" is what TPUs run, "rows" what CPUs run.
+  config = dict(max_length=max_length, row_lengths=(15, 30), tokens_per_device=90,
+                attention=attention)
   fp32 = Scorer(classifier, ScorerConfig(**config)).score(ids)
   _, low = load_classifier(checkpoint_dir, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
   bf16 = Scorer(low, ScorerConfig(**config, dtype="bfloat16")).score(ids)
   assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32), "bf16 computed in fp32"
-  assert max_abs_diff("bfloat16 vs float32", bf16, fp32) <= 0.1 * np.ptp(fp32)
+  assert max_abs_diff(f"bfloat16 vs float32, {attention} attention", bf16, fp32) <= 0.1 * np.ptp(fp32)
   assert np.corrcoef(bf16, fp32)[0, 1] > 0.99
 
 
@@ -139,7 +143,10 @@ def test_scorer_refuses_what_it_cannot_score(classifier):
   cfg = classifier.config
   with pytest.raises(ValueError, match="exceeds"):
     Scorer(classifier, ScorerConfig(max_length=cfg.max_length + 1, row_lengths=(16,)))
+  with pytest.raises(ValueError, match="attention must be"):
+    ScorerConfig(attention="flash")
   scorer = Scorer(classifier, ScorerConfig(max_length=20, row_lengths=(10,), tokens_per_device=20))
+  assert scorer.attention == "rows", "'auto' attention on CPU devices"
   with pytest.raises(ValueError, match="2..20 tokens"):
     scorer.score([np.array([0, 5, 2]), np.arange(21) % 300])
   with pytest.raises(ValueError, match="2..20 tokens"):

@@ -61,6 +61,7 @@ def measure(size: str, n: int, overrides: dict) -> dict:
           "warmup_seconds": warmup_seconds, "compile_seconds": compile_seconds,
           "tokenize_seconds": tokenize_seconds, "real_tokens": scorer.stats.real_tokens,
           "computed_tokens": scorer.stats.computed_tokens, "config": repr(scorer.config),
+          "attention": scorer.attention,
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "peak_rss_gib": common.peak_rss_gib(),
           "others_busy": busy.fraction, "scores": scores.score.tolist(),
           "num_tokens": scores.num_tokens.tolist(), "lengths": common.length_summary(scores.num_tokens),
@@ -94,7 +95,7 @@ def report(runs: list[dict], label: str, command: str) -> str:
       common.provenance(runs, command),
       f"Documents: {lengths['documents']} (base), tokens per document after truncation p10 {lengths['p10']}, "
       f"median {lengths['p50']}, p90 {lengths['p90']}, mean {lengths['mean']:.0f}; "
-      f"{lengths['at_max_length']:.1%} truncated to {common.MAX_LENGTH}. Config: `{runs[0]['config']}`"
+      f"{lengths['at_max_length']:.1%} truncated to {common.MAX_LENGTH}. Config: `{runs[0]['config']}`, attention `{runs[0].get('attention', 'batched')}`"
       + (f", XLA_FLAGS `{runs[0]['xla_flags']}`" if runs[0]["xla_flags"] else "") + ".",
       common.table(["model", "docs", "docs/s", "real tok/s", "padding", "real GFLOP/s", "of limit",
                     "computed GFLOP/s", "compiled shapes (rows x length)", "compile s", "load s",

@@ -140,7 +140,8 @@ def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray], *,
     if tuple(value.shape) != tuple(variable.shape):
       raise ValueError(f"{'.'.join(map(str, path))}: checkpoint shape {value.shape}, "
                        f"model shape {variable.shape}")
-    flat.append((path, variable.replace(jnp.asarray(value, dtype=param_dtype))))
+    # Each parameter in the dtype the model declares for it: some stay fp32 under bf16.
+    flat.append((path, variable.replace(jnp.asarray(value, dtype=variable.dtype))))
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 

@@ -18,37 +18,47 @@ from flax import nnx
 from model.config import ModelConfig
 
 
-def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs, param_dtype) -> nnx.LayerNorm:
-  # fp32 statistics even under bf16 compute, and the two-pass variance torch uses: the
-  # one-pass "fast" variance drifts past 1e-4 over 24 post-LN blocks.
+def _dense(in_features: int, out_features: int, *, dtype, param_dtype, rngs) -> nnx.Linear:
+  # Under bf16 compute only the matmul inputs are bf16: products accumulate and come out in
+  # fp32, so bias, GELU and the residual stream never round to bf16's 8 bits (TPU MXUs
+  # accumulate in fp32 anyway; the cost is fp32 activations between fused ops).
+  return nnx.Linear(in_features, out_features, dtype=dtype, param_dtype=param_dtype,
+                    preferred_element_type=jnp.float32, rngs=rngs)
+
+
+def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  # fp32 statistics and parameters even under bf16 compute (a bf16 scale would shift every
+  # document the same way), and the two-pass variance torch uses: the one-pass "fast"
+  # variance drifts past 1e-4 over 24 post-LN blocks.
   return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=jnp.float32,
-                       param_dtype=param_dtype, use_fast_variance=False, rngs=rngs)
+                       param_dtype=jnp.float32, use_fast_variance=False, rngs=rngs)
 
 
 class Embeddings(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    embed = functools.partial(nnx.Embed, features=cfg.hidden_size, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
-    self.word = embed(cfg.vocab_size)
-    self.position = embed(cfg.max_position_embeddings)
-    self.token_type = embed(cfg.type_vocab_size)
-    self.norm = _layer_norm(cfg, rngs, param_dtype)
+    embed = functools.partial(nnx.Embed, features=cfg.hidden_size, rngs=rngs)
+    self.word = embed(cfg.vocab_size, dtype=dtype, param_dtype=param_dtype)
+    # Rows every document adds are kept in fp32: their bf16 rounding would be a shift common
+    # to all documents, which the head turns into a bias of every score.
+    self.position = embed(cfg.max_position_embeddings, dtype=jnp.float32, param_dtype=jnp.float32)
+    self.token_type = embed(cfg.type_vocab_size, dtype=jnp.float32, param_dtype=jnp.float32)
+    self.norm = _layer_norm(cfg, rngs)
 
   def __call__(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
     # Token type 0 everywhere, as XLM-R is used.
-    x = self.word(input_ids) + self.token_type.embedding[0].astype(self.word.dtype or jnp.float32)
-    x = x + self.position(position_ids)
+    f32 = lambda a: a.astype(jnp.float32)
+    x = f32(self.word(input_ids)) + f32(self.token_type.embedding[0]) + f32(self.position(position_ids))
     return self.norm(x)
 
 
 class SelfAttention(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    dense = functools.partial(nnx.Linear, cfg.hidden_size, cfg.hidden_size, dtype=dtype,
+    dense = functools.partial(_dense, cfg.hidden_size, cfg.hidden_size, dtype=dtype,
                               param_dtype=param_dtype, rngs=rngs)
     self.query, self.key, self.value, self.output = dense(), dense(), dense(), dense()
-    self.norm = _layer_norm(cfg, rngs, param_dtype)
+    self.norm = _layer_norm(cfg, rngs)
     self.num_heads = cfg.num_attention_heads
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, impl: str) -> jax.Array:
@@ -59,7 +69,9 @@ class SelfAttention(nnx.Module):
     kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
     bias = jnp.concatenate([p.bias[...] for p in projections])
     x_, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.query.dtype)
-    qkv = (x_ @ kernel + bias).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
+    qkv = jnp.matmul(x_, kernel, preferred_element_type=jnp.float32) + bias
+    # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
+    qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     attended = ATTENTION[impl](q, k, v, segment_ids)
     out = self.output(attended.reshape(batch, length, hidden))
@@ -112,11 +124,11 @@ ATTENTION = {"batched": batched_attention, "rows": row_attention}
 class FeedForward(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    self.intermediate = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, dtype=dtype,
-                                   param_dtype=param_dtype, rngs=rngs)
-    self.output = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, dtype=dtype,
-                             param_dtype=param_dtype, rngs=rngs)
-    self.norm = _layer_norm(cfg, rngs, param_dtype)
+    self.intermediate = _dense(cfg.hidden_size, cfg.intermediate_size, dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs)
+    self.output = _dense(cfg.intermediate_size, cfg.hidden_size, dtype=dtype,
+                         param_dtype=param_dtype, rngs=rngs)
+    self.norm = _layer_norm(cfg, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = jax.nn.gelu(self.intermediate(x), approximate=False)  # transformers' "gelu" is erf GELU
@@ -154,9 +166,9 @@ class XLMRobertaClassifier(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = Embeddings(cfg, **kw)
     self.layers = nnx.List([Layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
-    # The head runs once per document, so fp32 costs nothing, and a bf16 output would round a
-    # score near 3 to steps of 1/64.
-    self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32})
+    # The head runs once per document, so fp32 costs nothing; a bf16 output would round a
+    # score near 3 to steps of 1/64, and bf16 weights would bias every score alike.
+    self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32, "param_dtype": jnp.float32})
 
   def encode(self, input_ids, segment_ids, position_ids, attention: str = "batched") -> jax.Array:
     """Final hidden states, (batch, length, hidden). `attention`: a key of ATTENTION."""

@@ -122,6 +122,12 @@ def test_bfloat16_scores_follow_float32(checkpoint_dir, classifier, max_abs_diff
                 attention=attention)
   fp32 = Scorer(classifier, ScorerConfig(**config)).score(ids)
   _, low = load_classifier(checkpoint_dir, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  # What every document shares stays fp32: rounded, it would shift all scores alike.
+  shared = (low.head.out_proj.kernel, low.head.dense.kernel, low.embeddings.position.embedding,
+            low.embeddings.token_type.embedding, low.layers[0].mlp.norm.scale)
+  assert all(p.dtype == jnp.float32 for p in shared)
+  assert low.layers[0].mlp.intermediate.kernel.dtype == jnp.bfloat16
+  assert low.embeddings.word.embedding.dtype == jnp.bfloat16
   bf16 = Scorer(low, ScorerConfig(**config, dtype="bfloat16")).score(ids)
   assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32), "bf16 computed in fp32"
   assert max_abs_diff(f"bfloat16 vs float32, {attention} attention", bf16, fp32) <= 0.1 * np.ptp(fp32)

@@ -94,8 +94,8 @@ def row_attention(q, k, v, segment_ids):
   The batched op writes every row's (heads, length, length) scores to memory and reads them
   back three times; one row's scores stay in cache, and with heads leading each head's
   products are plain [length, 64] matmuls with no strided reads. On CPU this ran attention at
-  512 tokens in 56% of the batched op's time (docs/benchmarks.md); on accelerators the batched
-  op is the one to use. Padding queries see no key and average v, as the batched op does;
+  512 tokens in about half the batched op's time (docs/benchmarks.md); on accelerators the
+  batched op is the one to use. Padding queries see no key and average v, as the batched op does;
   their outputs are never read.
   """
   scale = 1 / np.sqrt(q.shape[-1])

@@ -1,0 +1,77 @@
+"""`python -m pipeline.compare` on real runs: the fp32-vs-bf16 check of docs/operations.md."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model.scorer import int_scores
+from tests.checkpoints import SAMPLE_CORPUS
+from tests.pipeline.conftest import MAX_LENGTH, REPO, read_scores, run_pipeline
+
+
+def run_compare(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "pipeline.compare", *args], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                        timeout=120)
+
+
+@pytest.fixture(scope="module")
+def two_dtypes(spread_model, tmp_path_factory):
+  outputs = {}
+  for dtype in ("float32", "bfloat16"):
+    outputs[dtype] = str(tmp_path_factory.mktemp(dtype))
+    run_pipeline("--input", os.path.join(SAMPLE_CORPUS, "*"), "--output", outputs[dtype],
+                 "--model", spread_model, "--max_length", str(MAX_LENGTH), "--batch_size", "16",
+                 "--dtype", dtype)
+  return outputs
+
+
+def test_figures_are_those_of_the_two_scores(two_dtypes, tmp_path):
+  a, b = two_dtypes["float32"], two_dtypes["bfloat16"]
+  figures = str(tmp_path / "compare.json")
+  proc = run_compare(a, b, "--min_agreement", "0", "--json", figures)
+  assert proc.returncode == 0, proc.stderr
+  result = json.load(open(figures))
+  # Recomputed here from the two scores/ directly.
+  rows_a = {(r["source"], r["row"]): r for r in read_scores(a)}
+  rows_b = {(r["source"], r["row"]): r for r in read_scores(b)}
+  assert rows_a.keys() == rows_b.keys() and result["documents"] == len(rows_a) > 20
+  keys = sorted(rows_a)
+  score_a = np.array([rows_a[k]["score"] for k in keys])
+  score_b = np.array([rows_b[k]["score"] for k in keys])
+  assert not np.array_equal(score_a, score_b), "the bf16 run computed in fp32"
+  same = np.mean(int_scores(score_a) == int_scores(score_b))
+  assert result["agreement"] == pytest.approx(same)
+  assert result["max_abs_score_diff"] == pytest.approx(np.abs(score_a - score_b).max(), rel=1e-5)
+  assert np.sum(result["confusion"]) == len(keys)
+  assert np.trace(result["confusion"]) == round(same * len(keys))
+  assert f"{same:.2%}" in proc.stdout
+
+
+def test_exit_status_says_whether_to_trust_bf16(two_dtypes, tmp_path):
+  a = two_dtypes["float32"]
+  assert run_compare(a, a).returncode == 0
+  # A copy of A in which every document's int_score moved by one: agreement 0.
+  moved = tmp_path / "moved"
+  shutil.copytree(a, moved)
+  for path in (moved / "scores").glob("*.parquet"):
+    table = pq.read_table(path)
+    shifted = pa.array((np.asarray(table["int_score"]) + 1) % 6, table.schema.field("int_score").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("int_score"), "int_score", shifted), path)
+  proc = run_compare(a, str(moved))
+  assert proc.returncode == 1 and "below 99.50%" in proc.stderr
+  # Runs over different documents are not compared.
+  partial = tmp_path / "partial"
+  shutil.copytree(a, partial)
+  os.remove(sorted((partial / "scores").glob("*.parquet"))[0])
+  proc = run_compare(a, str(partial))
+  assert proc.returncode == 2 and "not score the same documents" in proc.stderr
+  assert run_compare(a, str(tmp_path / "missing")).returncode == 2

@@ -49,6 +49,12 @@ def run_pipeline(*args: str, env: dict | None = None, check: bool = True) -> sub
   return proc
 
 
+def run_compare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "pipeline.compare", *args], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=REPO, **(env or {})), capture_output=True,
+                        text=True, timeout=120)
+
+
 def read_scores(output: str) -> list[dict]:
   rows = []
   for path in sorted(glob.glob(os.path.join(output, "scores", "*.parquet"))):

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -14,13 +12,7 @@ import pytest
 
 from model.scorer import int_scores
 from tests.checkpoints import SAMPLE_CORPUS
-from tests.pipeline.conftest import MAX_LENGTH, REPO, read_scores, run_pipeline
-
-
-def run_compare(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "pipeline.compare", *args], cwd=REPO,
-                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                        timeout=120)
+from tests.pipeline.conftest import MAX_LENGTH, read_scores, run_compare, run_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from tests import gcs
 from tests.checkpoints import SAMPLE_CORPUS
-from tests.pipeline.conftest import MAX_LENGTH, read_scores, run_pipeline
+from tests.pipeline.conftest import MAX_LENGTH, read_scores, run_compare, run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,9 @@ def test_score_from_and_to_gcs_matches_local(gcs_host, spread_model, tmp_path):
   before = {p: fs.info(p)["generation"] for p in fs.find(f"{gcs.BUCKET}/out")}
   run_pipeline(*args, env=env)
   assert {p: fs.info(p)["generation"] for p in fs.find(f"{gcs.BUCKET}/out")} == before
+
+  # pipeline.compare reads scores/ and writes its figures on gs:// too.
+  proc = run_compare(f"{bucket}/out", f"{bucket}/out", "--json", f"{bucket}/compare.json", env=env)
+  assert proc.returncode == 0, proc.stderr
+  figures = json.loads(fs.cat(f"{gcs.BUCKET}/compare.json"))
+  assert figures["documents"] == len(expected) and figures["agreement"] == 1.0

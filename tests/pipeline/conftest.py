@@ -49,6 +49,22 @@ def run_pipeline(*args: str, env: dict | None = None, check: bool = True) -> sub
   return proc
 
 
+THRESHOLD = 3
+
+
+def score_sample_corpus(model: str, output: str, *extra: str) -> subprocess.CompletedProcess:
+  return run_pipeline("--input", os.path.join(checkpoints.SAMPLE_CORPUS, "*"), "--output", output,
+                      "--model", model, "--max_length", str(MAX_LENGTH), "--threshold",
+                      str(THRESHOLD), "--batch_size", "16", *extra)
+
+
+@pytest.fixture(scope="session")
+def scored_corpus(spread_model, tmp_path_factory) -> tuple[str, subprocess.CompletedProcess]:
+  """The sample corpus scored once by a real `pipeline.run` (fp32): (output, process)."""
+  output = str(tmp_path_factory.mktemp("out"))
+  return output, score_sample_corpus(spread_model, output)
+
+
 def run_compare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "pipeline.compare", *args], cwd=REPO,
                         env=dict(os.environ, PYTHONPATH=REPO, **(env or {})), capture_output=True,

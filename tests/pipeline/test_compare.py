@@ -11,19 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.scorer import int_scores
-from tests.checkpoints import SAMPLE_CORPUS
-from tests.pipeline.conftest import MAX_LENGTH, read_scores, run_compare, run_pipeline
+from tests.pipeline.conftest import read_scores, run_compare, score_sample_corpus
 
 
 @pytest.fixture(scope="module")
-def two_dtypes(spread_model, tmp_path_factory):
-  outputs = {}
-  for dtype in ("float32", "bfloat16"):
-    outputs[dtype] = str(tmp_path_factory.mktemp(dtype))
-    run_pipeline("--input", os.path.join(SAMPLE_CORPUS, "*"), "--output", outputs[dtype],
-                 "--model", spread_model, "--max_length", str(MAX_LENGTH), "--batch_size", "16",
-                 "--dtype", dtype)
-  return outputs
+def two_dtypes(scored_corpus, spread_model, tmp_path_factory):
+  bf16 = str(tmp_path_factory.mktemp("bfloat16"))
+  score_sample_corpus(spread_model, bf16, "--dtype", "bfloat16")
+  return {"float32": scored_corpus[0], "bfloat16": bf16}
 
 
 def test_figures_are_those_of_the_two_scores(two_dtypes, tmp_path):

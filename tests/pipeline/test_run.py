@@ -9,10 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.checkpoints import SAMPLE_CORPUS, sample_corpus_records
-from tests.pipeline.conftest import MAX_LENGTH, read_edu, read_errors, read_scores, run_pipeline, snapshot
+from tests.pipeline.conftest import MAX_LENGTH, THRESHOLD, read_edu, read_errors, read_scores, run_pipeline, snapshot
 
 CORPUS = SAMPLE_CORPUS
-THRESHOLD = 3
 
 
 def reference_scores(model_dir: str, texts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
@@ -30,14 +29,6 @@ def reference_scores(model_dir: str, texts: list[str]) -> tuple[np.ndarray, list
     lengths.append(len(ids))
     truncated.append(len(full) > MAX_LENGTH)
   return np.asarray(scores), lengths, truncated
-
-
-@pytest.fixture(scope="module")
-def scored_corpus(spread_model, tmp_path_factory):
-  output = str(tmp_path_factory.mktemp("out"))
-  proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
-                      "--max_length", str(MAX_LENGTH), "--threshold", str(THRESHOLD), "--batch_size", "16")
-  return output, proc
 
 
 def test_every_record_scored_once_and_matches_transformers(scored_corpus, spread_model):

@@ -89,6 +89,9 @@ def main(argv=None) -> int:
   except FileNotFoundError as err:
     print(f"koedu: {err}", file=sys.stderr)
     return 2
+  except (pa.ArrowException, OSError) as err:  # a scores/ file that is not our Parquet
+    print(f"koedu: cannot read scores/: {type(err).__name__}: {err}", file=sys.stderr)
+    return 2
   print(report(result, args.a, args.b))
   if args.json:
     io.write_bytes_atomic(args.json, json.dumps(result, indent=2).encode())

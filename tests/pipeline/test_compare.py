@@ -62,3 +62,8 @@ def test_exit_status_says_whether_to_trust_bf16(two_dtypes, tmp_path):
   proc = run_compare(a, str(partial))
   assert proc.returncode == 2 and "not score the same documents" in proc.stderr
   assert run_compare(a, str(tmp_path / "missing")).returncode == 2
+  broken = tmp_path / "broken"
+  shutil.copytree(a, broken)
+  sorted((broken / "scores").glob("*.parquet"))[0].write_bytes(b"not parquet")
+  proc = run_compare(a, str(broken))
+  assert proc.returncode == 2 and "cannot read scores/" in proc.stderr

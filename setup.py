@@ -43,6 +43,8 @@ setuptools.setup(
     description="Score Korean web text for educational value at corpus scale (FineWeb-Edu for Korean).",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
+    # The fused CPU attention's sources, compiled on first use (model/fused_attention.py).
+    package_data={"model": ["kernels/*.h", "kernels/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

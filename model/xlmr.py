@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from model.config import ModelConfig
+from model.fused_attention import fused_attention
 
 
 def _dense(in_features: int, out_features: int, *, dtype, param_dtype, rngs) -> nnx.Linear:
@@ -72,8 +73,7 @@ class SelfAttention(nnx.Module):
     qkv = jnp.matmul(x_, kernel, preferred_element_type=jnp.float32) + bias
     # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
     qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    attended = ATTENTION[impl](q, k, v, segment_ids)
+    attended = ATTENTION[impl](qkv, segment_ids)
     out = self.output(attended.reshape(batch, length, hidden))
     return self.norm(out + x)
 
@@ -83,12 +83,16 @@ def _segment_mask(segment_ids: jax.Array) -> jax.Array:
   return (segment_ids[..., :, None] == segment_ids[..., None, :]) & (segment_ids[..., None, :] != 0)
 
 
-def batched_attention(q, k, v, segment_ids):
+# Every attention takes qkv (batch, length, 3, heads, head_dim) and segment ids (batch, length)
+# and returns (batch, length, heads, head_dim).
+
+def batched_attention(qkv, segment_ids):
   """One fused op over the whole batch: what TPUs and GPUs run best."""
+  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
   return jax.nn.dot_product_attention(q, k, v, mask=_segment_mask(segment_ids)[:, None])
 
 
-def row_attention(q, k, v, segment_ids):
+def row_attention(qkv, segment_ids):
   """One row at a time, heads leading, normalising after the AV product.
 
   The batched op writes every row's (heads, length, length) scores to memory and reads them
@@ -98,6 +102,7 @@ def row_attention(q, k, v, segment_ids):
   batched op is the one to use. Padding queries see no key and average v, as the batched op does;
   their outputs are never read.
   """
+  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
   scale = 1 / np.sqrt(q.shape[-1])
 
   def one_row(row):
@@ -118,7 +123,8 @@ def row_attention(q, k, v, segment_ids):
                                            segment_ids)))
 
 
-ATTENTION = {"batched": batched_attention, "rows": row_attention}
+# "fused": model/fused_attention.py, a CPU kernel (AVX-512, float32) XLA calls as a custom call.
+ATTENTION = {"batched": batched_attention, "rows": row_attention, "fused": fused_attention}
 
 
 class FeedForward(nnx.Module):

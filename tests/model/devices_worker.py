@@ -7,6 +7,7 @@ jax fixes its device count when it first initialises, so fake devices
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -47,6 +48,11 @@ def main(request_path: str) -> None:
     scored += len(call)
 
   rows = scorer._compiled[next(iter(scorer._compiled))].input_shardings[0][1]  # input_ids
+  # Each custom call of the fused CPU attention, with the rows it was given, in every program.
+  programs = {f"{r}x{l}": scorer._compiled[(r, l)].as_text() for r, l in scorer.shapes}
+  fused_calls = {shape: [int(m) for m in re.findall(r"f32\[(\d+),[\d,]+\][^ ]* custom-call\(.*"
+                                                     r"koedu_fused_attention", text)]
+                 for shape, text in programs.items()}
   print(json.dumps({
       "device_count": jax.device_count(),
       "mesh_axis_names": list(scorer.mesh.axis_names),
@@ -58,6 +64,9 @@ def main(request_path: str) -> None:
       "compilations_after_warmup": len(compilations) - after_warmup[0],
       "compiled_at_end": len(scorer._compiled),
       "documents_scored": scored,
+      "attention": scorer.attention,
+      "fused_call_rows": fused_calls,
+      "all_gathers": sum(text.count("all-gather") for text in programs.values()),
       "scores": scores.tolist(),
   }))
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from model import fused_attention
 from model.checkpoint import load_classifier
 from model.scorer import Scorer, ScorerConfig
 from model.tokenize import DocumentTokenizer
@@ -65,6 +66,17 @@ def test_mesh_is_one_data_axis_over_every_device(eight_devices, one_device_score
   assert eight_devices["row_sharding"] == [["data"], DEVICES]  # rows split over all eight
   assert all(rows % DEVICES == 0 for rows, _ in eight_devices["shapes"])
   assert one_device_scorer.mesh.axis_names == ("data",) and one_device_scorer.mesh.devices.size == 1
+
+
+def test_fused_attention_runs_on_each_device_share(eight_devices):
+  if fused_attention.unavailable_reason() is not None:
+    pytest.skip(f"fused attention cannot run here: {fused_attention.unavailable_reason()}")
+  assert eight_devices["attention"] == "fused"
+  # XLA cannot split a custom call; without shard_map every device would gather all rows.
+  assert eight_devices["all_gathers"] == 0
+  layers = 3  # the test checkpoint's
+  for shape, rows in eight_devices["fused_call_rows"].items():
+    assert rows == [int(shape.split("x")[0]) // DEVICES] * layers, shape
 
 
 def test_no_compilation_after_warmup_on_eight_devices(eight_devices, documents):

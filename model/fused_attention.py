@@ -6,11 +6,12 @@ peak; at 512 tokens that was a third of the encoder's time for a tenth of its FL
 computes scores, softmax and the weighted values for six queries at a time in cache, and skips
 the keys of other documents in packed rows (docs/benchmarks.md has the figures).
 
-It needs x86-64 with AVX-512F and a C++ compiler (`$CXX`, else `c++` or `g++`); the library is
-built once per source, compiler and jaxlib version into ~/.cache/koedu/kernels (or
-$KOEDU_KERNEL_CACHE) and loaded from there afterwards. Where any of that is missing,
-`unavailable_reason()` says why and the scorer runs XLA's attention instead. Inference only:
-the custom call has no gradient, and training keeps XLA's attention.
+It needs x86-64 with AVX-512F. The library is built once per source and jax version with the
+local C++ compiler (`$CXX`, else `c++` or `g++`) into ~/.cache/koedu/kernels, or
+$KOEDU_KERNEL_CACHE, and loaded from there afterwards: an image can ship a built library there
+and no compiler. Where any of that is missing, `unavailable_reason()` says why and the scorer
+runs XLA's attention instead. Inference only: the custom call has no gradient, and training
+keeps XLA's attention.
 """
 from __future__ import annotations
 
@@ -57,24 +58,29 @@ def cpu_has_avx512() -> bool:
     return False
 
 
-def build(cxx: str, cache_dir: str) -> str:
-  """The shared library's path, compiling it unless this exact build is already cached."""
-  include = jax.ffi.include_dir()
+def library_path(cache_dir: str) -> str:
+  """Where the library built from these sources, flags and jax version lives."""
   digest = hashlib.sha256()
   for name in SOURCES:
     with open(os.path.join(KERNEL_DIR, name), "rb") as f:
       digest.update(f.read())
-  version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-  digest.update(repr((FLAGS, version, jax.__version__, jaxlib.__version__)).encode())
-  target = os.path.join(cache_dir, f"koedu_attention_{digest.hexdigest()[:16]}.so")
+  digest.update(repr((FLAGS, jax.__version__, jaxlib.__version__)).encode())
+  return os.path.join(cache_dir, f"koedu_attention_{digest.hexdigest()[:16]}.so")
+
+
+def build(cxx: str | None, cache_dir: str) -> str:
+  """The shared library's path, compiling it with `cxx` unless it is already there."""
+  target = library_path(cache_dir)
   if os.path.exists(target):
     return target
+  if cxx is None:
+    raise RuntimeError(f"no C++ compiler to build {target} (set $CXX, or install g++)")
   os.makedirs(cache_dir, exist_ok=True)
   # Built beside its final name and renamed into place, so workers sharing a cache directory
   # never load a half-written library.
   fd, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir)
   os.close(fd)
-  done = subprocess.run([cxx, *FLAGS, "-isystem", include, os.path.join(KERNEL_DIR, "attention.cc"),
+  done = subprocess.run([cxx, *FLAGS, "-isystem", jax.ffi.include_dir(), os.path.join(KERNEL_DIR, "attention.cc"),
                          "-o", partial], capture_output=True, text=True)
   if done.returncode != 0:
     os.unlink(partial)
@@ -89,11 +95,8 @@ def unavailable_reason() -> str | None:
   """None once the kernel is built and registered with XLA; else why it cannot be."""
   if not cpu_has_avx512():
     return "this CPU has no AVX-512F"
-  cxx = compiler()
-  if cxx is None:
-    return "no C++ compiler (set $CXX, or install g++)"
   try:
-    library = ctypes.CDLL(build(cxx, default_cache_dir()))
+    library = ctypes.CDLL(build(compiler(), default_cache_dir()))
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.KoeduFusedAttention), platform="cpu")
   except (OSError, RuntimeError, subprocess.SubprocessError) as e:
     return str(e)
@@ -126,3 +129,9 @@ def fused_attention(qkv: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return call(qkv, segment_ids)
   return jax.shard_map(call, mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data"))(
       qkv, segment_ids)
+
+
+if __name__ == "__main__":
+  # Build ahead of time, e.g. into an image that ships no compiler:
+  # KOEDU_KERNEL_CACHE=/opt/koedu/kernels python -m model.fused_attention
+  print(build(compiler(), default_cache_dir()))

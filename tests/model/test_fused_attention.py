@@ -105,13 +105,16 @@ def test_build_is_cached_and_atomic(tmp_path):
   built = fused_attention.build(cxx, str(tmp_path))
   stamp = os.stat(built).st_mtime_ns
   assert fused_attention.build(cxx, str(tmp_path)) == built
+  assert fused_attention.build(None, str(tmp_path)) == built, "a built library needs no compiler"
   assert os.stat(built).st_mtime_ns == stamp, "a cached build was rebuilt"
   assert os.listdir(tmp_path) == [os.path.basename(built)], "a partial build was left behind"
 
 
-def test_a_failing_compiler_is_a_clear_error(tmp_path):
+def test_a_failing_or_missing_compiler_is_a_clear_error(tmp_path):
   with pytest.raises(RuntimeError, match="false could not build the fused attention kernel"):
     fused_attention.build("false", str(tmp_path))
+  with pytest.raises(RuntimeError, match=r"no C\+\+ compiler to build .*koedu_attention_"):
+    fused_attention.build(None, str(tmp_path))
   assert os.listdir(tmp_path) == []
 
 

@@ -24,13 +24,14 @@ from bench.reference import figures, limits
 def build(model_dir: str, overrides: dict):
   """A TextScorer as load_text_scorer builds it, with any ScorerConfig field overridden."""
   from model import checkpoint, hub
-  from model.scorer import DTYPES, Scorer, ScorerConfig
+  from model.precision import COMPUTE
+  from model.scorer import Scorer, ScorerConfig
   from model.text_scorer import TextScorer, enable_compilation_cache, resolve_dtype
   from model.tokenize import DocumentTokenizer
   enable_compilation_cache("none")
   dtype = resolve_dtype(overrides.pop("dtype", "auto"))
   model_dir = hub.fetch(model_dir)
-  cfg, classifier = checkpoint.load_classifier(model_dir, dtype=DTYPES[dtype], param_dtype=DTYPES[dtype])
+  cfg, classifier = checkpoint.load_classifier(model_dir, **COMPUTE[dtype].model_kwargs())
   config = ScorerConfig(max_length=min(common.MAX_LENGTH, cfg.max_length), dtype=dtype, **overrides)
   scorer = Scorer(classifier, config)
   return TextScorer(DocumentTokenizer(model_dir, config.max_length).load(), scorer)

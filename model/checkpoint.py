@@ -78,14 +78,15 @@ def read_config(model_dir: str) -> ModelConfig:
 
 
 def load_classifier(model_dir: str, *, dtype=np.float32, param_dtype=np.float32,
-                    allow_pickle: bool = False):
-  """(config, NNX model) from a local Hugging Face directory."""
+                    matmul: str = "native", allow_pickle: bool = False):
+  """(config, NNX model) from a local Hugging Face directory; `matmul` as XLMRobertaClassifier's."""
   cfg = read_config(model_dir)
   if cfg.num_labels != 1:
     raise ValueError(f"{model_dir}: koedu scores with one regression output, config has "
                      f"num_labels={cfg.num_labels}")
   params = convert.hf_to_nnx(read_hf_state(model_dir, allow_pickle), cfg)
-  return cfg, convert.model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype)
+  return cfg, convert.model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype,
+                                        matmul=matmul)
 
 
 def save_hf(model_dir: str, cfg: ModelConfig, params, tokenizer_dir: str | None = None) -> None:

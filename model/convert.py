@@ -129,10 +129,11 @@ def flax_msgpack_to_hf_names(flat: Mapping[tuple, np.ndarray]) -> dict[str, np.n
 
 
 def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray], *,
-                      dtype=jnp.float32, param_dtype=jnp.float32) -> XLMRobertaClassifier:
+                      dtype=jnp.float32, param_dtype=jnp.float32,
+                      matmul: str = "native") -> XLMRobertaClassifier:
   """An NNX model holding `params`, without spending time on a random initialisation."""
   abstract = nnx.eval_shape(lambda: XLMRobertaClassifier(
-      cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+      cfg, dtype=dtype, param_dtype=param_dtype, matmul=matmul, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   flat = []
   for path, variable in nnx.to_flat_state(state):

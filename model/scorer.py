@@ -18,10 +18,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model import fused_attention, packing
+from model.precision import COMPUTE
 from model.xlmr import ATTENTION, XLMRobertaClassifier
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # This jaxlib hands CPU dots to YNNPACK, which ran the encoder 14-31% slower than XLA's own Eigen
 # dots at every compiled shape (bench/shapes.py, docs/benchmarks.md). Set per compilation, not
 # through XLA_FLAGS, so that it holds whatever the process was started with.
@@ -35,15 +35,15 @@ class ScorerConfig:
   tokens_per_device: int = 16384  # tokens in one device's share of the largest batch of each length
   smallest_batch_fraction: int = 8  # also compile batches of 1/2 .. 1/this of full, for the tail of a call
   pack: bool = True  # several documents per row (block-diagonal attention); False: one per row
-  dtype: str = "float32"  # compute dtype: "float32", or "bfloat16" (TPU)
+  dtype: str = "float32"  # a key of model.precision.COMPUTE: "float32", "bfloat16_3x", "bfloat16"
   attention: str = "auto"  # a key of model.xlmr.ATTENTION, or "auto" (see choose_attention)
 
   def __post_init__(self):
     if self.attention != "auto" and self.attention not in ATTENTION:
       raise ValueError(f"attention must be 'auto' or one of {sorted(ATTENTION)}, "
                        f"got {self.attention!r}")
-    if self.dtype not in DTYPES:
-      raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+    if self.dtype not in COMPUTE:
+      raise ValueError(f"dtype must be one of {sorted(COMPUTE)}, got {self.dtype!r}")
     if list(self.row_lengths) != sorted(set(self.row_lengths)) or not self.row_lengths:
       raise ValueError(f"row_lengths must be increasing and distinct, got {self.row_lengths}")
     if self.tokens_per_device < max(self.lengths):
@@ -96,9 +96,12 @@ class Scorer:
     self._compiled = {}
     self.stats = ScorerStats()
 
+    precision = COMPUTE[config.dtype].precision
+
     def forward(state, input_ids, segment_ids, position_ids, cls_index):
       model = nnx.merge(self._graphdef, state)
-      return model(input_ids, segment_ids, position_ids, cls_index, self.attention)[..., 0]
+      with jax.default_matmul_precision(precision):
+        return model(input_ids, segment_ids, position_ids, cls_index, self.attention)[..., 0]
 
     self._forward = jax.jit(forward, in_shardings=(replicated,) + (self._rows,) * 4,
                             out_shardings=self._rows)

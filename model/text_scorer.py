@@ -12,7 +12,8 @@ import jax
 import numpy as np
 
 from model import checkpoint, hub
-from model.scorer import DTYPES, Scorer, ScorerConfig, int_scores
+from model.precision import COMPUTE
+from model.scorer import Scorer, ScorerConfig, int_scores
 from model.tokenize import DocumentTokenizer
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def load_text_scorer(model: str, *, revision: str | None = None, max_length: int
   enable_compilation_cache(compilation_cache_dir)
   model_dir = hub.fetch(model, revision=revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
   dtype = resolve_dtype(dtype)
-  cfg, classifier = checkpoint.load_classifier(model_dir, dtype=DTYPES[dtype], param_dtype=DTYPES[dtype],
+  cfg, classifier = checkpoint.load_classifier(model_dir, **COMPUTE[dtype].model_kwargs(),
                                                allow_pickle=allow_pickle)
   scorer = Scorer(classifier, ScorerConfig(max_length=min(max_length, cfg.max_length),
                                            tokens_per_device=tokens_per_device, dtype=dtype))

@@ -17,14 +17,15 @@ from flax import nnx
 
 from model.config import ModelConfig
 from model.fused_attention import fused_attention
+from model.precision import DOT_GENERAL
 
 
-def _dense(in_features: int, out_features: int, *, dtype, param_dtype, rngs) -> nnx.Linear:
+def _dense(in_features: int, out_features: int, *, dtype, param_dtype, matmul, rngs) -> nnx.Linear:
   # Under bf16 compute only the matmul inputs are bf16: products accumulate and come out in
   # fp32, so bias, GELU and the residual stream never round to bf16's 8 bits (TPU MXUs
   # accumulate in fp32 anyway; the cost is fp32 activations between fused ops).
   return nnx.Linear(in_features, out_features, dtype=dtype, param_dtype=param_dtype,
-                    preferred_element_type=jnp.float32, rngs=rngs)
+                    preferred_element_type=jnp.float32, dot_general=DOT_GENERAL[matmul], rngs=rngs)
 
 
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -55,9 +56,9 @@ class Embeddings(nnx.Module):
 
 class SelfAttention(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, matmul, rngs: nnx.Rngs):
     dense = functools.partial(_dense, cfg.hidden_size, cfg.hidden_size, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
+                              param_dtype=param_dtype, matmul=matmul, rngs=rngs)
     self.query, self.key, self.value, self.output = dense(), dense(), dense(), dense()
     self.norm = _layer_norm(cfg, rngs)
     self.num_heads = cfg.num_attention_heads
@@ -70,7 +71,8 @@ class SelfAttention(nnx.Module):
     kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
     bias = jnp.concatenate([p.bias[...] for p in projections])
     x_, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.query.dtype)
-    qkv = jnp.matmul(x_, kernel, preferred_element_type=jnp.float32) + bias
+    qkv = self.query.dot_general(x_, kernel, (((x_.ndim - 1,), (0,)), ((), ())),
+                                 preferred_element_type=jnp.float32) + bias
     # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
     qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
     attended = ATTENTION[impl](qkv, segment_ids)
@@ -129,11 +131,10 @@ ATTENTION = {"batched": batched_attention, "rows": row_attention, "fused": fused
 
 class FeedForward(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    self.intermediate = _dense(cfg.hidden_size, cfg.intermediate_size, dtype=dtype,
-                               param_dtype=param_dtype, rngs=rngs)
-    self.output = _dense(cfg.intermediate_size, cfg.hidden_size, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, matmul, rngs: nnx.Rngs):
+    dense = functools.partial(_dense, dtype=dtype, param_dtype=param_dtype, matmul=matmul, rngs=rngs)
+    self.intermediate = dense(cfg.hidden_size, cfg.intermediate_size)
+    self.output = dense(cfg.intermediate_size, cfg.hidden_size)
     self.norm = _layer_norm(cfg, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,9 +144,9 @@ class FeedForward(nnx.Module):
 
 class Layer(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    self.attention = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.mlp = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, cfg: ModelConfig, **kw):
+    self.attention = SelfAttention(cfg, **kw)
+    self.mlp = FeedForward(cfg, **kw)
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, attention: str) -> jax.Array:
     return self.mlp(self.attention(x, segment_ids, attention))
@@ -155,10 +156,12 @@ class ClassificationHead(nnx.Module):
   """RoBERTa's head on `<s>`: dense, tanh, out_proj (dropout is off at inference)."""
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-    self.dense = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=dtype,
-                            param_dtype=param_dtype, rngs=rngs)
-    self.out_proj = nnx.Linear(cfg.hidden_size, cfg.num_labels, dtype=dtype,
-                               param_dtype=param_dtype, rngs=rngs)
+    # Full fp32 products even on TPUs, whose default for fp32 is one bf16 pass: the head runs
+    # once per document.
+    dense = functools.partial(nnx.Linear, dtype=dtype, param_dtype=param_dtype,
+                              precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+    self.dense = dense(cfg.hidden_size, cfg.hidden_size)
+    self.out_proj = dense(cfg.hidden_size, cfg.num_labels)
 
   def __call__(self, features: jax.Array) -> jax.Array:
     return self.out_proj(jnp.tanh(self.dense(features)))
@@ -167,11 +170,12 @@ class ClassificationHead(nnx.Module):
 class XLMRobertaClassifier(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               matmul: str = "native", rngs: nnx.Rngs):
+    """`matmul`: how the encoder's weight matmuls multiply, a key of model.precision.DOT_GENERAL."""
     self.config = cfg
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = Embeddings(cfg, **kw)
-    self.layers = nnx.List([Layer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
+    self.layers = nnx.List([Layer(cfg, matmul=matmul, **kw) for _ in range(cfg.num_hidden_layers)])
     # The head runs once per document, so fp32 costs nothing; a bf16 output would round a
     # score near 3 to steps of 1/64, and bf16 weights would bias every score alike.
     self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32, "param_dtype": jnp.float32})

@@ -6,7 +6,7 @@ import dataclasses
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from model.hub import DEFAULT_MODEL
-from model.scorer import DTYPES
+from model.precision import COMPUTE
 
 
 class ScoringOptions(PipelineOptions):
@@ -29,8 +29,10 @@ class ScoringOptions(PipelineOptions):
                         help="Records per chunk: the unit that is scored at once (the scorer packs its "
                              "documents into rows), written as one file per output, and resumed.")
     parser.add_argument("--max_length", type=int, default=512, help="Tokens per document after truncation.")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                        help="Compute dtype; auto = bfloat16 on TPU, float32 elsewhere.")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *COMPUTE],
+                        help="float32, bfloat16_3x (three bf16 matmul passes, fp32 elsewhere) or "
+                             "bfloat16 (one pass); auto = bfloat16_3x on TPU, float32 elsewhere. "
+                             "See model/precision.py.")
     parser.add_argument("--tokens_per_device", type=int, default=16384,
                         help="Tokens in one device's share of a compiled batch.")
     parser.add_argument("--allow_pickle", action="store_true",
@@ -55,7 +57,7 @@ class ScoringConfig:
   threshold: float  # edu/ keeps int_score >= threshold
   batch_size: int  # records per chunk: scored together, written together, resumed together
   max_length: int  # tokens per document after truncation
-  dtype: str  # "auto", "float32" or "bfloat16"
+  dtype: str  # "auto" or a key of model.precision.COMPUTE
   tokens_per_device: int  # tokens per device per compiled batch
   allow_pickle: bool  # accept pytorch_model.bin
   model_cache_dir: str | None  # worker-side cache of remote models

@@ -76,6 +76,12 @@ def test_template_parameters_are_pipeline_options():
         assert p["name"] in pipeline_options, f"{p['name']} is not an option of pipeline.run"
         # A Flex Template passes --name=value: a store_true flag could not be set that way.
         assert pipeline_options[p["name"]].nargs != 0, f"{p['name']} takes no value"
+        # A value the template refuses, or one it lets through to fail in pipeline.run, is a bug.
+        choices = pipeline_options[p["name"]].choices
+        if choices:
+            import re
+            accepted = re.fullmatch(r"\^\((.*)\)\$", p["regexes"][0]).group(1).split("|")
+            assert sorted(accepted) == sorted(choices), p["name"]
 
 
 def test_flex_template_entry_point_runs_the_pipeline_cli(env):

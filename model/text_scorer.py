@@ -42,8 +42,9 @@ class TextScorer:
 
 def resolve_dtype(dtype: str) -> str:
   if dtype == "auto":
-    # bf16 is the TPU's native matmul type; on CPU it is emulated and slower.
-    return "bfloat16" if jax.default_backend() == "tpu" else "float32"
+    # TPUs multiply in bf16; three passes keep int_score as fp32 has it where one pass did not
+    # (docs/benchmarks.md). On CPU bf16 is emulated and slower than fp32.
+    return "bfloat16_3x" if jax.default_backend() == "tpu" else "float32"
   return dtype
 
 

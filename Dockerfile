@@ -57,6 +57,15 @@ RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
     && pip check
 
+# CPU images (no tpu extra) ship the fused CPU attention kernel built (model/fused_attention.py),
+# so that workers need no compiler; TPU workers never run it.
+ENV KOEDU_KERNEL_CACHE=/opt/koedu/kernels
+RUN case ",${KOEDU_EXTRAS}," in *,tpu,*) ;; *) \
+      apt-get update && apt-get install -y --no-install-recommends g++ \
+      && python -m model.fused_attention \
+      && apt-get purge -y g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* ;; \
+    esac
+
 # Read by the Flex Template launcher (see templates/flex_main.py for why not pipeline/run.py).
 ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/koedu/templates/flex_main.py
 

@@ -3,9 +3,9 @@
     python -m bench.shapes [--shapes 128x128,64x256,32x512,16x512] [--layers 4] [--seconds 6]
 
 What chose the scorer's defaults (model/scorer.py, model/xlmr.py): for every (rows x length),
-attention ("batched": jax.nn.dot_product_attention; "rows": one row at a time) and CPU dot
-library (this jaxlib's YNNPACK default, or XLA's Eigen dots, set per compilation as the scorer
-does), the compiled base-width encoder's weight-matmul FLOP/s over every computed token. Rows
+attention ("batched": jax.nn.dot_product_attention; "rows": one row at a time; "fused": the
+CPU kernel) and CPU dot library (this jaxlib's YNNPACK default, XLA's Eigen dots, or dots handed
+to XNNPACK or oneDNN, set per compilation as the scorer does), the compiled base-width encoder's weight-matmul FLOP/s over every computed token. Rows
 hold 64-token documents, so attention is block-diagonal as in packed rows. Fewer layers than
 the model's 12 keep the run short; the work per layer is the same. A last column skips
 attention altogether (v passes through; Eigen dots): the ceiling of everything else in the
@@ -19,12 +19,24 @@ import time
 
 from bench import common
 
-COMPILERS = {"YNNPACK (jaxlib default)": None, "Eigen": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+_EIGEN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+COMPILERS = {"YNNPACK (jaxlib default)": None, "Eigen": _EIGEN,
+             "XNNPACK": {**_EIGEN, "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
+             "oneDNN": {**_EIGEN, "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}}
 SKIPPED = "attention skipped"
 
 
 def _skip_attention(qkv, segment_ids):
   return qkv[:, :, 2]
+
+
+def cells() -> list[tuple[str, str]]:
+  """(attention, dot library) pairs to time. XNNPACK and oneDNN only with the attention the
+  scorer runs on CPU: a oneDNN compilation of XLA's attention once crashed the process."""
+  from model.xlmr import ATTENTION
+  pairs = [(a, c) for a in ATTENTION if a != SKIPPED for c in COMPILERS
+           if a == "fused" or c in ("YNNPACK (jaxlib default)", "Eigen")]
+  return pairs + [(SKIPPED, "Eigen")]
 
 
 def measure(shapes, layers: int, seconds: float) -> list[list]:
@@ -35,8 +47,7 @@ def measure(shapes, layers: int, seconds: float) -> list[list]:
 
   from model.config import ModelConfig
   from model.xlmr import ATTENTION, XLMRobertaClassifier
-  cells = [(a, options) for a in ATTENTION for options in COMPILERS.values()]
-  cells.append((SKIPPED, COMPILERS["Eigen"]))
+  timed = cells()
   ATTENTION[SKIPPED] = _skip_attention  # this process only: it computes nothing the model needs
   cfg = dataclasses.replace(ModelConfig.base(), num_hidden_layers=layers, vocab_size=1000)
   graphdef, state = nnx.split(XLMRobertaClassifier(cfg, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -50,7 +61,8 @@ def measure(shapes, layers: int, seconds: float) -> list[list]:
             jnp.asarray(np.tile(np.arange(length) % 64 + 2, (batch, 1)), jnp.int32),
             jnp.zeros((batch, 1), jnp.int32))
     row = [f"{batch}x{length}"]
-    for attention, options in cells:
+    for attention, library in timed:
+      options = COMPILERS[library]
       forward = jax.jit(lambda s, *a, attention=attention: nnx.merge(graphdef, s)(*a, attention=attention))
       run = forward.lower(state, *args).compile(compiler_options=options)
       run(state, *args).block_until_ready()
@@ -76,9 +88,8 @@ def main(argv=None) -> int:
   common.wait_until_quiet()
   with common.Interference().measure() as busy:
     rows = measure(shapes, args.layers, args.seconds)
-  from model.xlmr import ATTENTION
-  header = (["rows x length"] + [f"{a} attention, {c}" for a in ATTENTION if a != SKIPPED
-                                 for c in COMPILERS] + [f"{SKIPPED}, Eigen"])
+  header = ["rows x length"] + [f"{a}, {c}" if a == SKIPPED else f"{a} attention, {c}"
+                                for a, c in cells()]
   body = "\n\n".join([
       common.provenance([{"others_busy": busy.fraction}], command),
       f"Base width, {args.layers} layers, random weights; GFLOP/s of the weight matmuls "

@@ -5,6 +5,7 @@ unpacked in test_packing.py, and the per-device split in test_devices.py.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from model import fused_attention
+from model.scorer import choose_attention
 from model.xlmr import row_attention
 
 needs_kernel = pytest.mark.skipif(fused_attention.unavailable_reason() is not None,
@@ -123,3 +125,15 @@ def test_cxx_names_the_compiler(monkeypatch):
   assert fused_attention.compiler() == "true"
   monkeypatch.setenv("CXX", "no-such-compiler-here")
   assert fused_attention.compiler() in ("c++", "g++", None)
+
+
+def test_the_scorer_falls_back_and_says_why(caplog):
+  with caplog.at_level(logging.WARNING, logger="model.scorer"):
+    assert choose_attention("auto", True, jnp.float32, 80) == "rows"
+  assert "head_dim 80 is over the kernel's 64" in caplog.text
+  assert choose_attention("auto", False, jnp.float32, 64) == "batched"
+  assert choose_attention("rows", True, jnp.float32, 64) == "rows"
+  with pytest.raises(ValueError, match="CPU only"):
+    choose_attention("fused", False, jnp.float32, 64)
+  if fused_attention.unavailable_reason() is None:
+    assert choose_attention("auto", True, jnp.float32, 64) == "fused"

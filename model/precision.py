@@ -7,7 +7,8 @@
   hi*hi + hi*lo + lo*hi, with every operand split into a bf16 high part and a bf16 remainder
   (what TPUs call bf16_3x: about 16 mantissa bits, three MXU passes). Written out rather than
   asked of the compiler as a precision, so that CPUs compute, and bench/ measures, exactly what
-  a TPU does; CPUs ignore matmul precisions. Other dots (attention) ask for bf16_3x.
+  a TPU does; CPUs ignore matmul precisions. Other dots (attention) ask for bf16_3x. The weights
+  are split on every call: an elementwise pass over them, small beside the matmuls of a batch.
 - "bfloat16": bf16 parameters and matmul inputs, fp32 accumulation: one MXU pass.
 
 Under both bf16 settings LayerNorm, the position and token-type rows and the head stay fp32

@@ -22,7 +22,7 @@ from model.precision import COMPUTE
 from model.xlmr import ATTENTION, XLMRobertaClassifier
 
 log = logging.getLogger(__name__)
-# This jaxlib hands CPU dots to YNNPACK, which ran the encoder 14-31% slower than XLA's own Eigen
+# This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-29% slower than XLA's own Eigen
 # dots at every compiled shape (bench/shapes.py, docs/benchmarks.md). Set per compilation, not
 # through XLA_FLAGS, so that it holds whatever the process was started with.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}

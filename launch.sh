@@ -23,7 +23,7 @@ Subcommands
   score      submit `python -m pipeline.run` to Dataflow with TPU workers
   image      build and push the worker container (Dockerfile) for the chosen TPU
   template   build the Dataflow Flex Template that scheduled runs launch
-  schedule   deploy the dating workflow and create or update its Cloud Scheduler job
+  schedule   deploy the corpus-build workflow and create or update its Cloud Scheduler job
   train      create or reuse a TPU VM and run `python -m train.run` on all its hosts
 
 Every subcommand takes --dry_run: print each command it would run, one per line and
@@ -67,8 +67,17 @@ schedule
   --cron EXPR              KOEDU_SCHEDULE   default "0 3 * * *"
   --time_zone TZ           KOEDU_TIME_ZONE  time zone of --cron, default Etc/UTC
   --date_offset_days N     date = today (UTC) minus N days, default 0
+  --crawl_complete_marker GS_URL  KOEDU_CRAWL_COMPLETE_MARKER  optional gs://BUCKET/OBJECT,
+                           may contain {date}: wait for it before launching (e.g.
+                           gs://crawl/{date}/_SUCCESS)
+  --crawl_wait_hours H     KOEDU_CRAWL_WAIT_HOURS  how long to wait for the marker, default 6;
+                           then the run fails with "skipped: crawl incomplete"
+  --max_attempts N         KOEDU_MAX_ATTEMPTS  Dataflow jobs per run, default 3: a failed job is
+                           relaunched as NAME-a2, NAME-a3 (it resumes the finished chunks)
   --scheduler_job NAME     default koedu-score-daily
   --workflow NAME          default koedu-score
+  Each run waits for its job; a finished day (OUTPUT/stats.json) is not launched again. A run
+  that leaves its day incomplete ends FAILED (gcloud workflows executions list/describe).
 
 train
   --zone ZONE              KOEDU_ZONE (required)
@@ -204,6 +213,9 @@ SERVICE_ACCOUNT="${KOEDU_SERVICE_ACCOUNT:-}"
 CRON="${KOEDU_SCHEDULE:-0 3 * * *}"
 TIME_ZONE="${KOEDU_TIME_ZONE:-Etc/UTC}"
 DATE_OFFSET_DAYS=0
+CRAWL_MARKER="${KOEDU_CRAWL_COMPLETE_MARKER:-}"
+CRAWL_WAIT_HOURS="${KOEDU_CRAWL_WAIT_HOURS:-6}"
+MAX_ATTEMPTS="${KOEDU_MAX_ATTEMPTS:-3}"
 SCHEDULER_JOB="koedu-score-daily"
 WORKFLOW="koedu-score"
 ZONE="${KOEDU_ZONE:-}"
@@ -228,7 +240,8 @@ case "$SUBCOMMAND" in
   template) ALLOWED="$CLOUD_FLAGS $TPU_FLAGS --template_path" ;;
   schedule)
     ALLOWED="$CLOUD_FLAGS $TPU_FLAGS --template_path --input --output --model --threshold
-      --service_account --cron --time_zone --date_offset_days --scheduler_job --workflow"
+      --service_account --cron --time_zone --date_offset_days --crawl_complete_marker
+      --crawl_wait_hours --max_attempts --scheduler_job --workflow"
     ;;
   train)
     ALLOWED="--project --zone --tpu_name --accelerator_type --runtime_version --spot --data
@@ -274,6 +287,9 @@ while (($#)); do
     --cron) CRON="$value" ;;
     --time_zone) TIME_ZONE="$value" ;;
     --date_offset_days) DATE_OFFSET_DAYS="$value" ;;
+    --crawl_complete_marker) CRAWL_MARKER="$value" ;;
+    --crawl_wait_hours) CRAWL_WAIT_HOURS="$value" ;;
+    --max_attempts) MAX_ATTEMPTS="$value" ;;
     --scheduler_job) SCHEDULER_JOB="$value" ;;
     --workflow) WORKFLOW="$value" ;;
     --zone) ZONE="$value" ;;
@@ -394,9 +410,10 @@ cmd_template() {
 }
 
 # The argument of each scheduled workflow execution: the launch request with {date} still in
-# the parameter values; the workflow fills in the date when it runs (templates/score_workflow.yaml).
+# the parameter values, and how to wait and retry; the workflow fills in the date when it runs
+# (templates/score_workflow.yaml).
 schedule_argument() {
-  local params environment
+  local params environment waiting
   params="$(json_str input):$(json_str "$INPUT"),$(json_str output):$(json_str "$OUTPUT")"
   [[ -z "$MODEL" ]] || params+=",$(json_str model):$(json_str "$MODEL")"
   [[ -z "$THRESHOLD" ]] || params+=",$(json_str threshold):$(json_str "$THRESHOLD")"
@@ -410,12 +427,15 @@ schedule_argument() {
   environment+=",$(json_str additionalExperiments):[$(json_str "worker_accelerator=$WORKER_ACCELERATOR"),$(json_str no_use_multiple_sdk_containers)]"
   environment+=",$(json_str additionalPipelineOptions):[$(json_str "number_of_worker_harness_threads=$HARNESS_THREADS")]"
   [[ -z "$WORKER_ZONE" ]] || environment+=",$(json_str workerZone):$(json_str "$WORKER_ZONE")"
-  printf '{%s:%s,%s:%s,%s:%s,%s:%s,%s:%s,%s:{%s},%s:{%s}}' \
+  waiting="$(json_str max_attempts):$MAX_ATTEMPTS,$(json_str crawl_wait_hours):$CRAWL_WAIT_HOURS"
+  [[ -z "$CRAWL_MARKER" ]] || waiting+=",$(json_str crawl_complete_marker):$(json_str "$CRAWL_MARKER")"
+  printf '{%s:%s,%s:%s,%s:%s,%s:%s,%s:%s,%s,%s:{%s},%s:{%s}}' \
     "$(json_str project)" "$(json_str "$PROJECT")" \
     "$(json_str region)" "$(json_str "$REGION")" \
     "$(json_str template)" "$(json_str "$TEMPLATE_PATH")" \
     "$(json_str job_prefix)" "$(json_str "$WORKFLOW")" \
     "$(json_str date_offset_days)" "$DATE_OFFSET_DAYS" \
+    "$waiting" \
     "$(json_str parameters)" "$params" \
     "$(json_str environment)" "$environment"
 }
@@ -424,13 +444,23 @@ cmd_schedule() {
   require "$INPUT" --input
   require "$OUTPUT" --output
   require "$SERVICE_ACCOUNT" --service_account KOEDU_SERVICE_ACCOUNT
-  [[ "$DATE_OFFSET_DAYS" =~ ^[0-9]+$ ]] || die "--date_offset_days must be a whole number, got '$DATE_OFFSET_DAYS'"
+  # These go into the scheduler's JSON body as numbers: no leading zeros, no signs.
+  [[ "$DATE_OFFSET_DAYS" =~ ^(0|[1-9][0-9]*)$ ]] || die "--date_offset_days must be a whole number, got '$DATE_OFFSET_DAYS'"
+  require_int "$MAX_ATTEMPTS" --max_attempts
+  [[ "$CRAWL_WAIT_HOURS" =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] ||
+    die "--crawl_wait_hours (or KOEDU_CRAWL_WAIT_HOURS) must be a number of hours such as 6 or 1.5, got '$CRAWL_WAIT_HOURS'"
+  if [[ -n "$CRAWL_MARKER" && ! "$CRAWL_MARKER" =~ ^gs://[^/]+/.+ ]]; then
+    die "--crawl_complete_marker (or KOEDU_CRAWL_COMPLETE_MARKER) must be a gs://BUCKET/OBJECT URL, got '$CRAWL_MARKER'"
+  fi
   [[ "$WORKFLOW" =~ ^[a-z][-a-z0-9]*$ ]] || die "--workflow must be lowercase letters, digits and '-' (it prefixes Dataflow job names)"
   no_control_chars --project "$PROJECT" --region "$REGION" --bucket "$BUCKET" --image "$IMAGE" \
     --template_path "$TEMPLATE_PATH" --input "$INPUT" --output "$OUTPUT" --model "$MODEL" \
-    --threshold "$THRESHOLD" --worker_zone "$WORKER_ZONE"
+    --threshold "$THRESHOLD" --worker_zone "$WORKER_ZONE" --crawl_complete_marker "$CRAWL_MARKER"
   if [[ "$INPUT$OUTPUT" != *"{date}"* ]]; then
     note "neither --input nor --output contains {date}: every run would score the same paths"
+  fi
+  if [[ -n "$CRAWL_MARKER" && "$CRAWL_MARKER" != *"{date}"* ]]; then
+    note "--crawl_complete_marker contains no {date}: every run would wait for the same object"
   fi
   local body uri
   body="{$(json_str argument):$(json_str "$(schedule_argument)")}"

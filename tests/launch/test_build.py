@@ -142,13 +142,55 @@ def test_schedule_argument_fits_the_workflow_and_the_template(env):
     yaml = pytest.importorskip("yaml")
     workflow = yaml.safe_load((REPO / "templates" / "score_workflow.yaml").read_text())
     steps = {name: step for entry in workflow["main"]["steps"] for name, step in entry.items()}
-    launch_step = steps["launch"]
+    launch_step = steps["launch_job"]["try"]
     assert launch_step["call"] == "googleapis.dataflow.v1b3.projects.locations.flexTemplates.launch"
     parameter = launch_step["args"]["body"]["launchParameter"]
     assert parameter["environment"] == "${args.environment}"
     text = (REPO / "templates" / "score_workflow.yaml").read_text()
-    for key in ("project", "region", "template", "job_prefix", "date_offset_days", "parameters"):
+    for key in ("project", "region", "template", "job_prefix", "date_offset_days", "parameters",
+                "max_attempts", "crawl_wait_hours"):
         assert key in argument and (f"args.{key}" in text or f'"{key}"' in text)
+    assert '"crawl_complete_marker"' in text and "crawl_complete_marker" not in argument
+
+
+def test_schedule_waits_and_retries_with_defaults(env):
+    *_, argument = scheduled_launch(env, *SCHEDULE)
+    assert (argument["max_attempts"], argument["crawl_wait_hours"]) == (3, 6)
+    assert "crawl_complete_marker" not in argument, "no marker: the workflow launches at once"
+
+
+def test_schedule_passes_the_crawl_marker_and_retry_settings(env):
+    *_, argument = scheduled_launch(env, *SCHEDULE, "--crawl_complete_marker", "gs://crawl/{date}/_SUCCESS",
+                                    "--crawl_wait_hours", "1.5", "--max_attempts", "5")
+    assert argument["crawl_complete_marker"] == "gs://crawl/{date}/_SUCCESS"
+    assert (argument["crawl_wait_hours"], argument["max_attempts"]) == (1.5, 5)
+    deploy, describe, create = dry(env, *SCHEDULE, extra_env={
+        "KOEDU_CRAWL_COMPLETE_MARKER": "gs://crawl/{date}/DONE", "KOEDU_CRAWL_WAIT_HOURS": "0",
+        "KOEDU_MAX_ATTEMPTS": "1"})
+    argument = json.loads(json.loads(options(create)["--message-body"])["argument"])
+    assert (argument["crawl_complete_marker"], argument["crawl_wait_hours"], argument["max_attempts"]) == (
+        "gs://crawl/{date}/DONE", 0, 1)
+    # flags win over the variables
+    *_, argument = scheduled_launch(env, *SCHEDULE, "--max_attempts", "2")
+    assert argument["max_attempts"] == 2
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max_attempts", "0"), ("--max_attempts", "two"), ("--crawl_wait_hours", "-1"),
+    ("--crawl_wait_hours", "06"), ("--crawl_wait_hours", "1e3"), ("--date_offset_days", "01"),
+    ("--crawl_complete_marker", "crawl/{date}/_SUCCESS"), ("--crawl_complete_marker", "gs://crawl"),
+    ("--crawl_complete_marker", "gs://crawl/a\tb"),
+])
+def test_schedule_rejects_bad_waiting_settings(env, flag, value):
+    result = launch(env, *SCHEDULE, flag, value, "--dry_run", extra_env=CLOUD)
+    assert result.returncode == 2 and result.stdout == ""
+    assert flag in result.stderr
+
+
+def test_schedule_notes_a_marker_without_date(env):
+    result = launch(env, *SCHEDULE, "--crawl_complete_marker", "gs://crawl/latest/_SUCCESS", "--dry_run",
+                    extra_env=CLOUD)
+    assert result.returncode == 0 and "contains no {date}" in result.stderr
 
 
 def test_schedule_argument_survives_quotes_and_backslashes(env):

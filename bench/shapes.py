@@ -2,7 +2,7 @@
 
     python -m bench.shapes [--shapes 128x128,64x256,32x512,16x512] [--layers 4] [--seconds 6]
 
-What chose the scorer's defaults (model/scorer.py, model/xlmr.py): for every (rows x length),
+What chose the encoder's defaults (model/runtime.py): for every (rows x length),
 attention ("batched": jax.nn.dot_product_attention; "rows": one row at a time; "fused": the
 CPU kernel) and CPU dot library (this jaxlib's YNNPACK default, XLA's Eigen dots, or dots handed
 to XNNPACK or oneDNN, set per compilation as the scorer does), the compiled base-width encoder's weight-matmul FLOP/s over every computed token. Rows
@@ -14,7 +14,6 @@ encoder, and so what attention costs at each shape.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 from bench import common
@@ -30,11 +29,17 @@ def _skip_attention(qkv, segment_ids):
   return qkv[:, :, 2]
 
 
+def attentions() -> dict:
+  """Every attention the runtime can choose, by name, and the skipped one."""
+  from model import attention, fused_attention
+  return {"batched": attention.batched_attention, "rows": attention.row_attention,
+          "fused": fused_attention.fused_attention, SKIPPED: _skip_attention}
+
+
 def cells() -> list[tuple[str, str]]:
   """(attention, dot library) pairs to time. XNNPACK and oneDNN only with the attention the
   scorer runs on CPU: a oneDNN compilation of XLA's attention once crashed the process."""
-  from model.xlmr import ATTENTION
-  pairs = [(a, c) for a in ATTENTION if a != SKIPPED for c in COMPILERS
+  pairs = [(a, c) for a in attentions() if a != SKIPPED for c in COMPILERS
            if a == "fused" or c in ("YNNPACK (jaxlib default)", "Eigen")]
   return pairs + [(SKIPPED, "Eigen")]
 
@@ -46,12 +51,13 @@ def measure(shapes, layers: int, seconds: float) -> list[list]:
   from flax import nnx
 
   from model.config import ModelConfig
-  from model.xlmr import ATTENTION, XLMRobertaClassifier
+  from model.xlmr import XLMRobertaClassifier
   timed = cells()
-  ATTENTION[SKIPPED] = _skip_attention  # this process only: it computes nothing the model needs
-  cfg = dataclasses.replace(ModelConfig.base(), num_hidden_layers=layers, vocab_size=1000)
-  graphdef, state = nnx.split(XLMRobertaClassifier(cfg, dtype=jnp.float32, param_dtype=jnp.float32,
-                                                   rngs=nnx.Rngs(0)))
+  cfg = ModelConfig(**{**common.SIZES["base"], "num_hidden_layers": layers}, vocab_size=1000,
+                    max_position_embeddings=common.MAX_POSITIONS)
+  # One model per attention (the attention is part of how a model is built), same parameters.
+  models = {name: nnx.split(XLMRobertaClassifier(cfg, attention=fn, rngs=nnx.Rngs(0)))
+            for name, fn in attentions().items()}
   flops_per_token = common.flops_per_token("base") * layers / common.SIZES["base"]["num_hidden_layers"]
   rows = []
   for batch, length in shapes:
@@ -63,7 +69,8 @@ def measure(shapes, layers: int, seconds: float) -> list[list]:
     row = [f"{batch}x{length}"]
     for attention, library in timed:
       options = COMPILERS[library]
-      forward = jax.jit(lambda s, *a, attention=attention: nnx.merge(graphdef, s)(*a, attention=attention))
+      graphdef, state = models[attention]
+      forward = jax.jit(lambda s, *a, graphdef=graphdef: nnx.merge(graphdef, s)(*a))
       run = forward.lower(state, *args).compile(compiler_options=options)
       run(state, *args).block_until_ready()
       calls, start = 0, time.perf_counter()

@@ -89,7 +89,7 @@ def goals(after: str, before: str) -> tuple[str, dict]:
 def bf16_agreement(bf16: dict, fp32: dict) -> tuple[float, float, int]:
   """Fraction of documents whose int_score is the same in bf16 and fp32, and the largest score
   difference, over the same documents."""
-  from model.scorer import int_scores
+  from model.recipe import int_scores
   low, high = np.asarray(bf16["scores"]), np.asarray(fp32["scores"])
   assert bf16["num_tokens"] == fp32["num_tokens"], "not the same documents"
   return float(np.mean(int_scores(low) == int_scores(high))), float(np.abs(low - high).max()), len(low)

@@ -6,7 +6,6 @@ transformers' retired Flax `flax_model.msgpack`. Pickled `pytorch_model.bin` onl
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -77,16 +76,15 @@ def read_config(model_dir: str) -> ModelConfig:
   return ModelConfig.from_json_file(os.path.join(model_dir, CONFIG))
 
 
-def load_classifier(model_dir: str, *, dtype=np.float32, param_dtype=np.float32,
-                    matmul: str = "native", allow_pickle: bool = False):
-  """(config, NNX model) from a local Hugging Face directory; `matmul` as XLMRobertaClassifier's."""
+def load_classifier(model_dir: str, *, allow_pickle: bool = False, **model_kwargs):
+  """(config, NNX model) from a local Hugging Face directory. `model_kwargs` are
+  XLMRobertaClassifier's (`Runtime.model_kwargs()`); none: fp32 with XLA's batched attention."""
   cfg = read_config(model_dir)
   if cfg.num_labels != 1:
     raise ValueError(f"{model_dir}: koedu scores with one regression output, config has "
                      f"num_labels={cfg.num_labels}")
   params = convert.hf_to_nnx(read_hf_state(model_dir, allow_pickle), cfg)
-  return cfg, convert.model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype,
-                                        matmul=matmul)
+  return cfg, convert.model_from_params(cfg, params, **model_kwargs)
 
 
 def save_hf(model_dir: str, cfg: ModelConfig, params, tokenizer_dir: str | None = None) -> None:
@@ -100,11 +98,3 @@ def save_hf(model_dir: str, cfg: ModelConfig, params, tokenizer_dir: str | None 
   if tokenizer_dir:
     from transformers import AutoTokenizer
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(model_dir)
-
-
-def file_digest(path: str, chunk: int = 1 << 24) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk):
-      h.update(block)
-  return h.hexdigest()

@@ -47,6 +47,10 @@ class ModelConfig:
     """Longest sequence the position table allows (512 for XLM-R's 514 rows)."""
     return self.max_position_embeddings - self.pad_token_id - 1
 
+  def check_max_length(self, max_length: int) -> None:
+    if max_length > self.max_length:
+      raise ValueError(f"max_length {max_length} exceeds the model's {self.max_length} positions")
+
   @classmethod
   def from_hf_dict(cls, hf: dict[str, Any]) -> "ModelConfig":
     model_type = hf.get("model_type", "xlm-roberta")
@@ -90,15 +94,3 @@ class ModelConfig:
                   intermediate_size=52, max_position_embeddings=66)
     kwargs.update(overrides)
     return cls(**kwargs)
-
-  @classmethod
-  def large(cls) -> "ModelConfig":
-    """XLM-RoBERTa-large (KoE5), for benchmarks without the real checkpoint."""
-    return cls(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-               intermediate_size=4096, max_position_embeddings=514)
-
-  @classmethod
-  def base(cls) -> "ModelConfig":
-    """XLM-RoBERTa-base shape, the benchmarks' main figures."""
-    return cls(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-               intermediate_size=3072, max_position_embeddings=514)

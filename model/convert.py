@@ -128,12 +128,11 @@ def flax_msgpack_to_hf_names(flat: Mapping[tuple, np.ndarray]) -> dict[str, np.n
   return out
 
 
-def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray], *,
-                      dtype=jnp.float32, param_dtype=jnp.float32,
-                      matmul: str = "native") -> XLMRobertaClassifier:
-  """An NNX model holding `params`, without spending time on a random initialisation."""
-  abstract = nnx.eval_shape(lambda: XLMRobertaClassifier(
-      cfg, dtype=dtype, param_dtype=param_dtype, matmul=matmul, rngs=nnx.Rngs(0)))
+def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray],
+                      **model_kwargs) -> XLMRobertaClassifier:
+  """An NNX model holding `params`, without spending time on a random initialisation.
+  `model_kwargs`: XLMRobertaClassifier's (dtype, param_dtype, matmul, attention)."""
+  abstract = nnx.eval_shape(lambda: XLMRobertaClassifier(cfg, **model_kwargs, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   flat = []
   for path, variable in nnx.to_flat_state(state):
@@ -144,7 +143,3 @@ def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray], *,
     # Each parameter in the dtype the model declares for it: some stay fp32 under bf16.
     flat.append((path, variable.replace(jnp.asarray(value, dtype=variable.dtype))))
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def params_of(model: XLMRobertaClassifier) -> dict[Path, np.ndarray]:
-  return {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}

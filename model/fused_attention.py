@@ -113,22 +113,19 @@ def supports(head_dim: int, dtype) -> str | None:
 
 
 def fused_attention(qkv: jax.Array, segment_ids: jax.Array) -> jax.Array:
-  """qkv (batch, length, 3, heads, head_dim) float32 -> (batch, length, heads, head_dim).
-
-  Under a mesh with a "data" axis (the scorer's), each device runs the kernel on its own rows:
-  XLA cannot partition a custom call and would otherwise gather every row onto every device.
-  """
+  """qkv (batch, length, 3, heads, head_dim) float32 -> (batch, length, heads, head_dim), on the
+  rows this device holds."""
   reason = supports(qkv.shape[-1], qkv.dtype)
   if reason is not None:
     raise RuntimeError(f"fused attention cannot run here: {reason}")
-  call = lambda qkv, segment_ids: jax.ffi.ffi_call(
-      TARGET, jax.ShapeDtypeStruct(qkv.shape[:2] + qkv.shape[3:], jnp.float32))(
-          qkv, segment_ids.astype(jnp.int32))
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or "data" not in mesh.axis_names:
-    return call(qkv, segment_ids)
-  return jax.shard_map(call, mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data"))(
-      qkv, segment_ids)
+  return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(qkv.shape[:2] + qkv.shape[3:], jnp.float32))(
+      qkv, segment_ids.astype(jnp.int32))
+
+
+def per_device(mesh: jax.sharding.Mesh, axis: str):
+  """The kernel run by each device of `mesh` on its own rows (split along `axis`): XLA cannot
+  partition a custom call and would otherwise gather every row onto every device."""
+  return jax.shard_map(fused_attention, mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=P(axis))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 The launching process calls `describe()` (config.json and checksums only, no weights) so that a
 wrong or unreachable `--model` fails before anything is built, and pins what every worker then
-`fetch()`es: the hub revision, the checksums.
+`fetch()`es: the hub revision and every file's checksum. Workers keep remote models in a cache
+keyed by those checksums and verify every file against them, so a model directory changed in
+place is fetched anew, and one changed during a run stops the run instead of mixing two models.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -18,6 +22,7 @@ import fsspec
 from model import checkpoint
 from model.config import ModelConfig
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = "devngho/ko_edu_classifier_v2_nlpai-lab_KoE5"
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "koedu", "models")
 
@@ -26,17 +31,27 @@ class ModelUnavailable(RuntimeError):
   pass
 
 
+class ModelChanged(RuntimeError):
+  """A file no longer has the checksum `describe()` pinned when the run started."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
   name: str  # as the user gave it
   revision: str | None  # hub commit every worker loads; None for paths
   weights: tuple[tuple[str, str], ...]  # (file, checksum) of every weight file
   config: dict  # the checkpoint's config.json
+  files: tuple[tuple[str, str], ...] = ()  # (file, checksum) of every file a worker fetches
 
   @property
   def digest(self) -> str:
     """One sha256 over the weight files' checksums: equal digests, equal weights."""
     return "sha256:" + hashlib.sha256(json.dumps(self.weights).encode()).hexdigest()
+
+  @property
+  def content_digest(self) -> str:
+    """One sha256 over every file's checksum, config and tokenizer included: the cache key."""
+    return "sha256:" + hashlib.sha256(json.dumps([self.name, self.files]).encode()).hexdigest()
 
 
 def kind(model: str) -> str:
@@ -84,12 +99,12 @@ def describe(model: str, allow_pickle: bool = False) -> ModelInfo:
       cfg_path = hf_hub_download(model, checkpoint.CONFIG, revision=info.sha)
     except Exception as err:  # offline, unknown repo, gated: all mean the same to the user
       raise _unavailable(model, err) from err
-    files = {s.rfilename: s for s in info.siblings}
-    chosen = _choose_files(list(files), allow_pickle)
-    weights = tuple((n, "sha256:" + files[n].lfs.sha256 if files[n].lfs else str(files[n].blob_id))
-                    for n in chosen if n not in (checkpoint.CONFIG,) and n not in checkpoint.TOKENIZER_FILES)
+    siblings = {s.rfilename: s for s in info.siblings}
+    chosen = _choose_files(list(siblings), allow_pickle)
+    files = tuple((n, "sha256:" + siblings[n].lfs.sha256 if siblings[n].lfs
+                   else f"git-blob:{siblings[n].blob_id}") for n in chosen)
     with open(cfg_path, encoding="utf-8") as f:
-      return ModelInfo(model, info.sha, weights, json.load(f))
+      return ModelInfo(model, info.sha, _weights(files), json.load(f), files)
   fs, root = fsspec.core.url_to_fs(os.path.expanduser(model))
   if not fs.isdir(root):
     raise FileNotFoundError(f"--model {model}: no such directory")
@@ -97,9 +112,12 @@ def describe(model: str, allow_pickle: bool = False) -> ModelInfo:
   chosen = _choose_files(names, allow_pickle)
   config = json.loads(fs.cat_file(f"{root}/{checkpoint.CONFIG}"))
   ModelConfig.from_hf_dict(config)  # a broken config fails here, not on a worker
-  weights = tuple((n, _checksum(fs, f"{root}/{n}")) for n in chosen
-                  if n != checkpoint.CONFIG and n not in checkpoint.TOKENIZER_FILES)
-  return ModelInfo(model, None, weights, config)
+  files = tuple((n, _checksum(fs, f"{root}/{n}")) for n in chosen)
+  return ModelInfo(model, None, _weights(files), config, files)
+
+
+def _weights(files) -> tuple[tuple[str, str], ...]:
+  return tuple((n, c) for n, c in files if n != checkpoint.CONFIG and n not in checkpoint.TOKENIZER_FILES)
 
 
 def _checksum(fs, path: str) -> str:
@@ -107,39 +125,90 @@ def _checksum(fs, path: str) -> str:
   for key in ("md5Hash", "crc32c", "ETag", "etag"):  # what object stores already computed
     if info.get(key):
       return f"{key}:{info[key]}"
-  h = hashlib.sha256()
   with fs.open(path, "rb") as f:
-    while block := f.read(1 << 24):
-      h.update(block)
-  return "sha256:" + h.hexdigest()
+    return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()
 
 
-def fetch(model: str, revision: str | None = None, cache_dir: str | None = None,
-          allow_pickle: bool = False) -> str:
-  """A local directory holding the model (downloaded once per machine for remote models)."""
+def _hash_file(f, h):
+  while block := f.read(1 << 24):
+    h.update(block)
+  return h
+
+
+def local_checksum(path: str, pinned: str) -> str | None:
+  """The checksum of a local file in the kind `pinned` is, or None for a kind that cannot be
+  computed from the bytes (an S3 multipart ETag)."""
+  kind, _, value = pinned.partition(":")
+  with open(path, "rb") as f:
+    if kind == "sha256":
+      return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()
+    if kind == "md5Hash":  # GCS: base64 of the md5 digest
+      return "md5Hash:" + base64.b64encode(_hash_file(f, hashlib.md5()).digest()).decode()
+    if kind == "crc32c":  # GCS: base64 of the big-endian crc32c
+      import google_crc32c
+      crc = google_crc32c.Checksum()
+      while block := f.read(1 << 24):
+        crc.update(block)
+      return "crc32c:" + base64.b64encode(crc.digest()).decode()
+    if kind == "git-blob":  # the hub's id of a file kept in git: sha1 of "blob <size>\0" + bytes
+      h = hashlib.sha1(f"blob {os.fstat(f.fileno()).st_size}\0".encode())
+      return "git-blob:" + _hash_file(f, h).hexdigest()
+    if kind.lower() == "etag" and "-" not in value:  # S3 single-part: the md5 in hex, quoted
+      quote = '"' if value.startswith('"') else ""
+      return f"{kind}:{quote}{_hash_file(f, hashlib.md5()).hexdigest()}{quote}"
+  return None
+
+
+def verify(directory: str, info: ModelInfo) -> None:
+  """Every file of `directory` as `describe()` pinned it; raises ModelChanged otherwise."""
+  for name, pinned in info.files:
+    got = local_checksum(os.path.join(directory, name), pinned)
+    if got is None:
+      log.warning("%s: cannot verify a %s checksum locally", name, pinned.split(":", 1)[0])
+    elif got != pinned:
+      raise ModelChanged(
+          f"model {info.name!r}: {name} has changed since the run started (checksum {got}, "
+          f"pinned {pinned}). A model directory must not change during a run; rerun to score "
+          "with the new one (the output directory refuses a different model).")
+
+
+def fetch(info: ModelInfo, cache_dir: str | None = None) -> str:
+  """A local directory holding the model `describe()` pinned, each file verified against it
+  (downloaded once per machine for remote models)."""
+  model = info.name
   k = kind(model)
   if k == "local":
-    return os.path.expanduser(model)
-  if k == "hub":
-    from huggingface_hub import HfApi, snapshot_download
+    directory = os.path.expanduser(model)
+  elif k == "hub":
+    from huggingface_hub import snapshot_download
     try:
-      # model_info, not list_repo_files: the latter retries for ~25 s before failing offline.
-      names = [s.rfilename for s in HfApi().model_info(model, revision=revision).siblings]
-      return snapshot_download(model, revision=revision, allow_patterns=_choose_files(names, allow_pickle))
-    except (FileNotFoundError, checkpoint.PickleRefused):
-      raise
+      directory = snapshot_download(model, revision=info.revision, allow_patterns=[n for n, _ in info.files])
     except Exception as err:
       raise _unavailable(model, err) from err
-  target = os.path.join(cache_dir or DEFAULT_CACHE, hashlib.sha256(model.encode()).hexdigest()[:20])
+  else:
+    return _fetch_url(info, cache_dir)
+  verify(directory, info)
+  return directory
+
+
+def _fetch_url(info: ModelInfo, cache_dir: str | None) -> str:
+  # Keyed by content, not by URL: a directory changed in place is another model.
+  key = hashlib.sha256(info.content_digest.encode()).hexdigest()[:20]
+  target = os.path.join(cache_dir or DEFAULT_CACHE, key)
   if os.path.exists(os.path.join(target, ".complete")):
+    verify(target, info)
     return target
-  fs, root = fsspec.core.url_to_fs(model)
-  names = [os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
+  fs, root = fsspec.core.url_to_fs(info.name)
   # Download beside the target and rename: several processes on one worker may race here.
   partial = f"{target}.partial-{uuid.uuid4().hex}"
   os.makedirs(partial)
-  for name in _choose_files(names, allow_pickle):
-    fs.get(f"{root}/{name}", os.path.join(partial, name))
+  try:
+    for name, _ in info.files:
+      fs.get(f"{root}/{name}", os.path.join(partial, name))
+    verify(partial, info)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
   open(os.path.join(partial, ".complete"), "w").close()
   try:
     os.rename(partial, target)

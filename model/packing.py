@@ -112,3 +112,8 @@ def _fill(ids, chunk, size, length, pad_token_id, pack) -> Batch:
     real += start
   return Batch(input_ids, segment_ids, position_ids, cls_index, np.asarray(documents, np.int64),
                (np.asarray(slot_rows), np.asarray(slot_cols)), real)
+
+
+def compiled_lengths(row_lengths: tuple[int, ...], max_length: int) -> tuple[int, ...]:
+  """Row lengths actually compiled: the configured ones up to max_length, and max_length."""
+  return tuple(sorted({min(l, max_length) for l in row_lengths} | {max_length}))

@@ -55,10 +55,6 @@ class Compute:
     if self.matmul not in DOT_GENERAL:
       raise ValueError(f"matmul must be one of {sorted(DOT_GENERAL)}, got {self.matmul!r}")
 
-  def model_kwargs(self) -> dict:
-    """Keyword arguments for checkpoint.load_classifier and XLMRobertaClassifier."""
-    return dict(dtype=self.dtype, param_dtype=self.dtype, matmul=self.matmul)
-
 
 COMPUTE = {
     "float32": Compute(jnp.float32, "native", "highest"),

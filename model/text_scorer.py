@@ -1,4 +1,4 @@
-"""Texts in, scores out: the checkpoint's tokenizer in front of the compiled scorer.
+"""Texts in, scores out: the checkpoint's tokenizer in front of the compiled encoder.
 
 This is the unit a worker loads once and every batch goes through; `bench/` times it alone.
 """
@@ -11,9 +11,8 @@ import os
 import jax
 import numpy as np
 
-from model import checkpoint, hub
-from model.precision import COMPUTE
-from model.scorer import Scorer, ScorerConfig, int_scores
+from model.recipe import int_scores
+from model.runner import EncoderRunner, RunnerConfig, load_runner
 from model.tokenize import DocumentTokenizer
 
 log = logging.getLogger(__name__)
@@ -30,22 +29,14 @@ class Scores:
 
 class TextScorer:
 
-  def __init__(self, tokenizer: DocumentTokenizer, scorer: Scorer):
-    self.tokenizer, self.scorer = tokenizer, scorer
+  def __init__(self, tokenizer: DocumentTokenizer, runner: EncoderRunner):
+    self.tokenizer, self.runner = tokenizer, runner
 
   def score(self, texts: list[str]) -> Scores:
     tokens = self.tokenizer(texts)
-    scores = self.scorer.score(tokens.ids)
+    scores = self.runner.run(tokens.ids)
     return Scores(scores, int_scores(scores),
                   np.fromiter((len(t) for t in tokens.ids), np.int64, len(texts)), tokens.truncated)
-
-
-def resolve_dtype(dtype: str) -> str:
-  if dtype == "auto":
-    # TPUs multiply in bf16; three passes keep int_score as fp32 has it where one pass did not
-    # (docs/benchmarks.md). On CPU bf16 is emulated and slower than fp32.
-    return "bfloat16_3x" if jax.default_backend() == "tpu" else "float32"
-  return dtype
 
 
 def enable_compilation_cache(directory: str | None) -> None:
@@ -54,24 +45,20 @@ def enable_compilation_cache(directory: str | None) -> None:
     return
   directory = directory or DEFAULT_COMPILATION_CACHE
   jax.config.update("jax_compilation_cache_dir", directory)
-  # Cache every program: the scorer's few shapes are each worth keeping.
+  # Cache every program: the encoder's few shapes are each worth keeping.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def load_text_scorer(model: str, *, revision: str | None = None, max_length: int = 512,
-                     dtype: str = "auto", tokens_per_device: int = 16384, allow_pickle: bool = False,
-                     cache_dir: str | None = None, compilation_cache_dir: str | None = None,
+def load_text_scorer(model_dir: str, runner_config: RunnerConfig, *, precision: str = "auto",
+                     attention: str = "auto", allow_pickle: bool = False, devices=None,
                      warmup: bool = False) -> TextScorer:
-  enable_compilation_cache(compilation_cache_dir)
-  model_dir = hub.fetch(model, revision=revision, cache_dir=cache_dir, allow_pickle=allow_pickle)
-  dtype = resolve_dtype(dtype)
-  cfg, classifier = checkpoint.load_classifier(model_dir, **COMPUTE[dtype].model_kwargs(),
-                                               allow_pickle=allow_pickle)
-  scorer = Scorer(classifier, ScorerConfig(max_length=min(max_length, cfg.max_length),
-                                           tokens_per_device=tokens_per_device, dtype=dtype))
-  log.info("loaded %s (%s, %d layers, hidden %d) on %d %s device(s)", model, dtype,
-           cfg.num_hidden_layers, cfg.hidden_size, len(scorer.mesh.devices.flat), jax.default_backend())
+  """Tokenizer and compiled encoder for the local model directory `model_dir`."""
+  runner = load_runner(model_dir, runner_config, precision=precision, attention=attention,
+                       devices=devices, allow_pickle=allow_pickle)
+  runtime = runner.runtime
+  log.info("loaded %s (%s, %s attention) on %d %s device(s)", model_dir, runtime.precision,
+           runtime.attention, runtime.devices, runtime.platform)
   if warmup:
-    scorer.warmup()
-  return TextScorer(DocumentTokenizer(model_dir, scorer.config.max_length).load(), scorer)
+    runner.warmup()
+  return TextScorer(DocumentTokenizer(model_dir, runner_config.max_length).load(), runner)

@@ -9,8 +9,7 @@ import threading
 
 import numpy as np
 
-# KoE5 (an E5 model) was trained with "query: " / "passage: " prefixes; documents are passages.
-PREFIX = "passage: "
+from model.recipe import PREFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +22,6 @@ class DocumentTokenizer:
   """Wraps the checkpoint's fast tokenizer. Picklable by path, so Beam can ship it."""
 
   def __init__(self, model_dir: str, max_length: int):
-    if max_length < 3:
-      raise ValueError(f"max_length {max_length} leaves no room for text between <s> and </s>")
     self.model_dir = model_dir
     self.max_length = max_length
     self._backend = None

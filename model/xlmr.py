@@ -9,15 +9,19 @@ Position ids are explicit for the same reason (RoBERTa positions restart at ever
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from model.attention import batched_attention
 from model.config import ModelConfig
-from model.fused_attention import fused_attention
 from model.precision import DOT_GENERAL
+
+# (qkv (batch, length, 3, heads, head_dim), segment_ids (batch, length)) -> (batch, length,
+# heads, head_dim): model/attention.py's, or the fused CPU kernel; model/runtime.py chooses.
+Attention = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _dense(in_features: int, out_features: int, *, dtype, param_dtype, matmul, rngs) -> nnx.Linear:
@@ -56,14 +60,16 @@ class Embeddings(nnx.Module):
 
 class SelfAttention(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, matmul, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, matmul, attention: Attention,
+               rngs: nnx.Rngs):
     dense = functools.partial(_dense, cfg.hidden_size, cfg.hidden_size, dtype=dtype,
                               param_dtype=param_dtype, matmul=matmul, rngs=rngs)
     self.query, self.key, self.value, self.output = dense(), dense(), dense(), dense()
     self.norm = _layer_norm(cfg, rngs)
     self.num_heads = cfg.num_attention_heads
+    self.attend = attention
 
-  def __call__(self, x: jax.Array, segment_ids: jax.Array, impl: str) -> jax.Array:
+  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
     batch, length, hidden = x.shape
     # One [hidden, 3 hidden] matmul rather than three: larger matmuls run nearer the machine's
     # peak, and the checkpoint keeps its three separate weights.
@@ -75,58 +81,9 @@ class SelfAttention(nnx.Module):
                                  preferred_element_type=jnp.float32) + bias
     # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
     qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
-    attended = ATTENTION[impl](qkv, segment_ids)
+    attended = self.attend(qkv, segment_ids)
     out = self.output(attended.reshape(batch, length, hidden))
     return self.norm(out + x)
-
-
-def _segment_mask(segment_ids: jax.Array) -> jax.Array:
-  """(..., query, key): same document, and the key is not padding."""
-  return (segment_ids[..., :, None] == segment_ids[..., None, :]) & (segment_ids[..., None, :] != 0)
-
-
-# Every attention takes qkv (batch, length, 3, heads, head_dim) and segment ids (batch, length)
-# and returns (batch, length, heads, head_dim).
-
-def batched_attention(qkv, segment_ids):
-  """One fused op over the whole batch: what TPUs and GPUs run best."""
-  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-  return jax.nn.dot_product_attention(q, k, v, mask=_segment_mask(segment_ids)[:, None])
-
-
-def row_attention(qkv, segment_ids):
-  """One row at a time, heads leading, normalising after the AV product.
-
-  The batched op writes every row's (heads, length, length) scores to memory and reads them
-  back three times; one row's scores stay in cache, and with heads leading each head's
-  products are plain [length, 64] matmuls with no strided reads. On CPU this ran attention at
-  512 tokens in about half the batched op's time (docs/benchmarks.md); on accelerators the
-  batched op is the one to use. Padding queries see no key and average v, as the batched op does;
-  their outputs are never read.
-  """
-  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-  scale = 1 / np.sqrt(q.shape[-1])
-
-  def one_row(row):
-    q, k, v, segments = row  # (heads, length, head_dim) and (length,)
-    logits = jnp.einsum("hqd,hkd->hqk", q * scale.astype(q.dtype), k,
-                        preferred_element_type=jnp.float32)
-    # The mask built per head, not broadcast over heads inside the select: XLA's CPU loop
-    # for the broadcast form ran the whole attention 1.8x slower.
-    per_head = jnp.broadcast_to(segments, (q.shape[0], segments.shape[-1]))
-    logits = jnp.where(_segment_mask(per_head), logits, jnp.finfo(jnp.float32).min)
-    weights = jnp.exp(logits - logits.max(-1, keepdims=True))
-    attended = jnp.einsum("hqk,hkd->hqd", weights.astype(v.dtype), v,
-                          preferred_element_type=jnp.float32)
-    return (attended / weights.sum(-1)[..., None]).astype(v.dtype)
-
-  heads_first = lambda x: jnp.swapaxes(x, 1, 2)
-  return heads_first(jax.lax.map(one_row, (heads_first(q), heads_first(k), heads_first(v),
-                                           segment_ids)))
-
-
-# "fused": model/fused_attention.py, a CPU kernel (AVX-512, float32) XLA calls as a custom call.
-ATTENTION = {"batched": batched_attention, "rows": row_attention, "fused": fused_attention}
 
 
 class FeedForward(nnx.Module):
@@ -144,12 +101,12 @@ class FeedForward(nnx.Module):
 
 class Layer(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, **kw):
-    self.attention = SelfAttention(cfg, **kw)
+  def __init__(self, cfg: ModelConfig, *, attention: Attention, **kw):
+    self.attention = SelfAttention(cfg, attention=attention, **kw)
     self.mlp = FeedForward(cfg, **kw)
 
-  def __call__(self, x: jax.Array, segment_ids: jax.Array, attention: str) -> jax.Array:
-    return self.mlp(self.attention(x, segment_ids, attention))
+  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    return self.mlp(self.attention(x, segment_ids))
 
 
 class ClassificationHead(nnx.Module):
@@ -170,42 +127,30 @@ class ClassificationHead(nnx.Module):
 class XLMRobertaClassifier(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               matmul: str = "native", rngs: nnx.Rngs):
-    """`matmul`: how the encoder's weight matmuls multiply, a key of model.precision.DOT_GENERAL."""
+               matmul: str = "native", attention: Attention = batched_attention, rngs: nnx.Rngs):
+    """`matmul`: how the encoder's weight matmuls multiply, a key of model.precision.DOT_GENERAL;
+    `attention`: how its tokens attend. model/runtime.py decides both for a machine."""
     self.config = cfg
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = Embeddings(cfg, **kw)
-    self.layers = nnx.List([Layer(cfg, matmul=matmul, **kw) for _ in range(cfg.num_hidden_layers)])
+    self.layers = nnx.List([Layer(cfg, matmul=matmul, attention=attention, **kw)
+                            for _ in range(cfg.num_hidden_layers)])
     # The head runs once per document, so fp32 costs nothing; a bf16 output would round a
     # score near 3 to steps of 1/64, and bf16 weights would bias every score alike.
     self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32, "param_dtype": jnp.float32})
 
-  def encode(self, input_ids, segment_ids, position_ids, attention: str = "batched") -> jax.Array:
-    """Final hidden states, (batch, length, hidden). `attention`: a key of ATTENTION."""
+  def encode(self, input_ids, segment_ids, position_ids) -> jax.Array:
+    """Final hidden states, (batch, length, hidden)."""
     x = self.embeddings(input_ids, position_ids)
     for layer in self.layers:
-      x = layer(x, segment_ids, attention)
+      x = layer(x, segment_ids)
     return x
 
-  def __call__(self, input_ids, segment_ids, position_ids, cls_index,
-               attention: str = "batched") -> jax.Array:
+  def features(self, input_ids, segment_ids, position_ids, cls_index) -> jax.Array:
+    """The final hidden state at each document's `<s>`: (batch, documents per row, hidden)."""
+    hidden = self.encode(input_ids, segment_ids, position_ids)
+    return jnp.take_along_axis(hidden, cls_index[:, :, None], axis=1)
+
+  def __call__(self, input_ids, segment_ids, position_ids, cls_index) -> jax.Array:
     """Head outputs (batch, documents per row, num_labels) for the `<s>` at each `cls_index`."""
-    hidden = self.encode(input_ids, segment_ids, position_ids, attention)
-    features = jnp.take_along_axis(hidden, cls_index[:, :, None], axis=1)
-    return self.head(features).astype(jnp.float32)
-
-
-def hf_position_ids(input_ids: np.ndarray, pad_token_id: int) -> np.ndarray:
-  """RoBERTa positions as transformers computes them: non-pad tokens count from pad_id + 1."""
-  real = (input_ids != pad_token_id).astype(np.int32)
-  return np.cumsum(real, axis=1) * real + pad_token_id
-
-
-def hf_forward(model: XLMRobertaClassifier, input_ids, attention_mask,
-               attention: str = "batched") -> jax.Array:
-  """transformers' call convention (one document per row, `<s>` first): logits (batch, labels)."""
-  input_ids = np.asarray(input_ids)
-  positions = hf_position_ids(input_ids, model.config.pad_token_id)
-  cls_index = np.zeros((input_ids.shape[0], 1), np.int32)
-  return model(jnp.asarray(input_ids), jnp.asarray(attention_mask, jnp.int32),
-               jnp.asarray(positions), jnp.asarray(cls_index), attention)[:, 0]
+    return self.head(self.features(input_ids, segment_ids, position_ids, cls_index)).astype(jnp.float32)

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from model.hub import ModelInfo
 from pipeline.options import ScoringConfig
 from pipeline.records import Chunk, Document, Rejected, Scored
 
@@ -51,9 +52,9 @@ def _score_isolating_failures(model, docs: list[Document]) -> tuple[list[Scored]
 
 class KoeduModelHandler(ModelHandler[Chunk, ScoredChunk, Any]):
 
-  def __init__(self, config: ScoringConfig, revision: str | None = None):
+  def __init__(self, config: ScoringConfig, model: ModelInfo):
     self._config = config
-    self._revision = revision
+    self._model = model  # what the launcher pinned: every worker loads exactly these files
     self._scored = Metrics.counter(NAMESPACE, "records_scored")
     self._tokens = Metrics.counter(NAMESPACE, "tokens")
     self._truncated = Metrics.counter(NAMESPACE, "truncated")
@@ -61,11 +62,14 @@ class KoeduModelHandler(ModelHandler[Chunk, ScoredChunk, Any]):
     self._done = 0
 
   def load_model(self):
-    from model.text_scorer import load_text_scorer
+    from model import hub
+    from model.runner import RunnerConfig
+    from model.text_scorer import enable_compilation_cache, load_text_scorer
     c = self._config
-    return load_text_scorer(c.model, revision=self._revision, max_length=c.max_length, dtype=c.dtype,
-                            tokens_per_device=c.tokens_per_device, allow_pickle=c.allow_pickle,
-                            cache_dir=c.model_cache_dir, compilation_cache_dir=c.compilation_cache_dir)
+    enable_compilation_cache(c.compilation_cache_dir)
+    model_dir = hub.fetch(self._model, cache_dir=c.model_cache_dir)
+    return load_text_scorer(model_dir, RunnerConfig(max_length=c.max_length, tokens_per_device=c.tokens_per_device),
+                            precision=c.dtype, allow_pickle=c.allow_pickle)
 
   def run_inference(self, batch: Sequence[Chunk], model, inference_args=None) -> Iterable[ScoredChunk]:
     results = []

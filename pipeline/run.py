@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
                                                   StandardOptions, TestOptions)
 
 from model import hub
+from model.config import ModelConfig
 from pipeline import io, manifest, outputs, stats, transforms
 from pipeline.handler import NAMESPACE
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
@@ -80,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def score(config: ScoringConfig, options: PipelineOptions) -> int:
   started = time.time()
   info = hub.describe(config.model, allow_pickle=config.allow_pickle)  # fails before any work
-  positions = info.config["max_position_embeddings"] - info.config.get("pad_token_id", 1) - 1
-  if config.max_length > positions:
-    raise ValueError(f"--max_length {config.max_length} exceeds the model's {positions} positions")
+  ModelConfig.from_hf_dict(info.config).check_max_length(config.max_length)
   shards = io.expand_globs(list(config.inputs))
   if not shards:
     raise FileNotFoundError(f"--input {','.join(config.inputs)} matches no file")
@@ -96,7 +95,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   stats_path = io.join(config.output, stats.STATS)
   if todo:
     pipeline = beam.Pipeline(runner=_runner(options), options=options)
-    transforms.build(pipeline, config, todo, run, info.revision)
+    transforms.build(pipeline, config, todo, run, info)
     result = pipeline.run()
     if describing:
       _write_job_file(options, result)

@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
+from model.hub import ModelInfo
 from pipeline import io, outputs, stats
 from pipeline.handler import NAMESPACE, KoeduModelHandler, ScoredChunk
 from pipeline.options import ScoringConfig
@@ -95,7 +96,7 @@ def _inference_failed(element) -> ScoredChunk:
 
 
 def build(pipeline: beam.Pipeline, config: ScoringConfig, shards: list[str], run: stats.RunInfo,
-          revision: str | None = None) -> None:
+          model: ModelInfo) -> None:
   """Adds the scoring steps for `shards` to `pipeline`."""
   chunks = (pipeline
             | "Shards" >> beam.Create(shards)
@@ -104,7 +105,7 @@ def build(pipeline: beam.Pipeline, config: ScoringConfig, shards: list[str], run
             # One shard is read by one worker; its chunks should be scored by all of them.
             | "SpreadChunks" >> beam.Reshuffle())
   scored, dead = chunks | "Score" >> RunInference(
-      KoeduModelHandler(config, revision)).with_exception_handling()
+      KoeduModelHandler(config, model)).with_exception_handling()
   failed = dead.failed_inferences | "FailedChunks" >> beam.Map(_inference_failed)
   (((scored, failed) | "AllChunks" >> beam.Flatten())
    | "Write" >> beam.ParDo(WriteChunk(config))

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from model import packing
+
 
 def steps_per_epoch(num_documents: int, batch_size: int) -> int:
   return math.ceil(num_documents / batch_size)
@@ -45,27 +47,21 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, docs: np.ndarray, 
 
 def token_batches(ids: list[np.ndarray], labels: np.ndarray, docs: np.ndarray, rows: int,
                   lengths: tuple[int, ...], pad_token_id: int):
-  """Token micro-batches, one document per row: documents sorted by length so each pass pads
-  to the shortest row length that holds its longest document."""
-  docs = sorted(docs, key=lambda d: -len(ids[d]))
+  """Token micro-batches of `rows` rows, one document per row: documents sorted by length, so
+  that each pass pads to the shortest row length holding its longest document, and the fewest
+  passes make a step. Laid out by the scorer's own packing (model/packing.py)."""
+  docs = np.asarray(sorted(docs, key=lambda d: -len(ids[d])), np.int64)
+  assigned = []
   for start in range(0, len(docs), rows):
-    chunk = docs[start:start + rows]
-    longest = max(len(ids[d]) for d in chunk)
+    longest = len(ids[docs[start]])
     length = next(l for l in lengths if l >= longest)
-    batch = {
-        "input_ids": np.full((rows, length), pad_token_id, np.int32),
-        "segment_ids": np.zeros((rows, length), np.int32),
-        "position_ids": np.full((rows, length), pad_token_id, np.int32),
-        "cls_index": np.zeros((rows, 1), np.int32),
-        "label": np.zeros(rows, np.float32),
-        "weight": np.zeros(rows, np.float32),
-    }
-    for r, doc in enumerate(chunk):
-      n = len(ids[doc])
-      batch["input_ids"][r, :n] = ids[doc]
-      batch["segment_ids"][r, :n] = 1
-      # RoBERTa positions count from pad_token_id + 1, as transformers computes them.
-      batch["position_ids"][r, :n] = np.arange(pad_token_id + 1, pad_token_id + 1 + n)
-      batch["label"][r] = labels[doc]
-      batch["weight"][r] = 1
-    yield chunk, batch
+    assigned += [(length, [i]) for i in range(start, min(start + rows, len(docs)))]
+  doc_ids = [ids[d] for d in docs]
+  for batch in packing.make_batches(doc_ids, assigned, {l: [rows] for l in lengths}, pad_token_id, pack=False):
+    chunk = docs[batch.documents]
+    row = batch.slots[0]
+    label, weight = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
+    label[row], weight[row] = labels[chunk], 1
+    yield chunk, {"input_ids": batch.input_ids, "segment_ids": batch.segment_ids,
+                  "position_ids": batch.position_ids, "cls_index": batch.cls_index,
+                  "label": label, "weight": weight}

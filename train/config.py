@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from model.precision import COMPUTE
+from model.runner import RunnerConfig
+
 DEFAULT_BASE = "nlpai-lab/KoE5"  # published as an encoder-only XLMRobertaModel: a fresh head is added
-DTYPES = ("float32", "bfloat16")
 # Settings that may change when an interrupted run resumes: they move no result (beyond the
 # float rounding of a different accumulation split) and may need to, e.g. on another slice.
 RUNTIME_FIELDS = ("output", "device_batch_size", "encode_tokens_per_device", "checkpoint_every",
@@ -45,7 +47,9 @@ class TrainConfig:
   max_length: int = 512  # tokens per document, <s> and </s> included, as scoring truncates
   row_lengths: tuple[int, ...] = (128, 256, 512)  # padded lengths of token batches; few shapes, few compilations
   encode_tokens_per_device: int = 16384  # tokens per device per pass when caching features
-  dtype: str = "float32"  # compute dtype of the encoder ("bfloat16" on TPU); parameters stay float32
+  # The encoder's precision, a key of model.precision.COMPUTE ("bfloat16" on TPU); parameters
+  # and the optimiser stay float32 under every setting.
+  dtype: str = "float32"
   threshold: int = 3  # int_score at or above which a document is educational, for binary F1
   checkpoint_every: int = 500  # steps between checkpoints; also at every epoch's end
   keep_checkpoints: int = 2  # latest checkpoints kept for resuming (the best one is kept apart)
@@ -68,14 +72,9 @@ class TrainConfig:
       raise ValueError("learning_rate must be > 0, max_grad_norm and weight_decay >= 0")
     if not self.eval_data and not (0 < self.eval_size < 1 or self.eval_size >= 1 and self.eval_size == int(self.eval_size)):
       raise ValueError(f"eval_size must be a fraction in (0, 1) or a whole number of documents, got {self.eval_size}")
-    if self.max_length < 3:
-      raise ValueError(f"max_length {self.max_length} leaves no room for text")
-    if not self.row_lengths or list(self.row_lengths) != sorted(set(self.row_lengths)):
-      raise ValueError(f"row_lengths must be increasing and distinct, got {self.row_lengths}")
-    if self.encode_tokens_per_device < self.max_length:
-      raise ValueError("encode_tokens_per_device must hold at least one document of max_length")
-    if self.dtype not in DTYPES:
-      raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+    self.runner_config()  # max_length, row_lengths, encode_tokens_per_device: checked there
+    if self.dtype not in COMPUTE:
+      raise ValueError(f"dtype must be one of {sorted(COMPUTE)}, got {self.dtype!r}")
     if not 0 <= self.threshold <= 5:
       raise ValueError(f"threshold must be in 0..5, got {self.threshold}")
     if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
@@ -90,10 +89,15 @@ class TrainConfig:
   def num_epochs(self) -> int:
     return self.epochs if self.epochs is not None else (20 if self.freeze_encoder else 3)
 
+  def runner_config(self) -> RunnerConfig:
+    """How the frozen encoder's features are computed: the scorer's compiled shapes."""
+    return RunnerConfig(max_length=self.max_length, row_lengths=self.row_lengths,
+                        tokens_per_device=self.encode_tokens_per_device)
+
   @property
   def lengths(self) -> tuple[int, ...]:
-    """Padded row lengths actually used: the configured ones up to max_length, and max_length."""
-    return tuple(sorted({min(l, self.max_length) for l in self.row_lengths} | {self.max_length}))
+    """Padded row lengths of token batches, as the runner compiles them."""
+    return self.runner_config().lengths
 
   def recipe(self) -> dict:
     """Everything that decides the result, for refusing to resume a different run."""

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from model.scorer import int_scores
+from model.recipe import int_scores
 from pipeline import io as shard_io
 
 RAW_CHARS = 1000  # of a bad row kept in the report: enough to find it, not a copy of the corpus

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from model.scorer import int_scores
+from model.recipe import int_scores
 
 REPORT_TXT, REPORT_JSON, CONFUSION_PNG = "eval_report.txt", "eval_report.json", "confusion_matrix.png"
 

@@ -11,16 +11,16 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from model import runtime
+
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = list(devices or jax.devices())
-  # Auto axes, as model/scorer.py: only the batch is sharded, XLA propagates it through the model.
-  return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  """The scorer's mesh (model/runtime.py) over every device of every host."""
+  return runtime.make_mesh(devices or jax.devices())
 
 
 def rows(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  return NamedSharding(mesh, P(runtime.DATA_AXIS))
 
 
 def replicated(mesh) -> NamedSharding:

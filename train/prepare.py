@@ -10,11 +10,10 @@ import dataclasses
 import json
 import logging
 
-import jax.numpy as jnp
 import numpy as np
 
-from model import convert, hub
-from model.scorer import int_scores
+from model import convert, hub, runtime as runtimes
+from model.recipe import int_scores
 from model.tokenize import DocumentTokenizer
 from model.xlmr import XLMRobertaClassifier
 from train import base, data, features, parallel
@@ -23,7 +22,6 @@ from train.export import Output
 
 log = logging.getLogger(__name__)
 DATA_REPORT, BAD_ROWS = "data_report.json", "bad_rows.jsonl"
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TOKENIZE_CHUNK = 65536  # documents per tokenizer call, for progress lines on large corpora
 
 
@@ -31,7 +29,7 @@ TOKENIZE_CHUNK = 65536  # documents per tokenizer call, for progress lines on la
 class Prepared:
   model_dir: str  # local copy of the base; its tokenizer is exported with the model
   base: base.Base
-  model: XLMRobertaClassifier  # the base, in the compute dtype
+  model: XLMRobertaClassifier  # the base, built to train (fp32 parameters, differentiable attention)
   train: data.Examples
   eval: data.Examples
   train_inputs: object  # cached features (documents, hidden), or token ids per document
@@ -83,15 +81,19 @@ def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
   # Data first: a wrong glob or field fails in seconds, not after downloading 2 GB of weights.
   train, held_out, report = split(config)
   summary = write_data_report(output, report, train, held_out)
-  model_dir = hub.fetch(config.model, allow_pickle=config.allow_pickle)
+  model_dir = hub.fetch(hub.describe(config.model, allow_pickle=config.allow_pickle))
   start = base.load(model_dir, config.seed, config.allow_pickle)
-  if config.max_length > start.config.max_length:
-    raise ValueError(f"max_length {config.max_length} exceeds the base's {start.config.max_length} positions")
-  model = convert.model_from_params(start.config, start.params, dtype=DTYPES[config.dtype])
+  start.config.check_max_length(config.max_length)
+  devices = list(mesh.devices.flat)
+  training = runtimes.resolve(start.config, config.dtype, devices=devices, training=True)
+  model = convert.model_from_params(start.config, start.params, **training.model_kwargs())
   tokenizer = DocumentTokenizer(model_dir, config.max_length)
   train_ids, eval_ids = tokenize(tokenizer, train.texts), tokenize(tokenizer, held_out.texts)
   if config.cached:
-    encode = lambda ids: features.encode(model, ids, mesh, config.lengths, config.encode_tokens_per_device)
+    # The frozen encoder only runs forward: as the scorer runs it.
+    inference = runtimes.resolve(start.config, config.dtype, devices=devices)
+    frozen = convert.model_from_params(start.config, start.params, **inference.model_kwargs())
+    encode = lambda ids: features.encode(frozen, ids, inference, config.runner_config())
     train_inputs, eval_inputs = encode(train_ids), encode(eval_ids)
   else:
     train_inputs, eval_inputs = train_ids, eval_ids

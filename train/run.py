@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from model.precision import COMPUTE
 from train.config import DEFAULT_BASE, TrainConfig
 
 
@@ -55,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(f"--{name}", type=int, default=getattr(d, name))
   p.add_argument("--row_lengths", type=lambda v: tuple(int(x) for x in v.split(",")),
                  default=d.row_lengths, help="padded token-row lengths, comma-separated")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=d.dtype,
-                 help="encoder compute dtype (parameters stay float32)")
+  p.add_argument("--dtype", choices=sorted(COMPUTE), default=d.dtype,
+                 help="encoder precision (model/precision.py); parameters stay float32")
   p.add_argument("--allow_pickle", action="store_true",
                  help="accept a base with only pickled PyTorch weights (unpickling runs code)")
   p.add_argument("--distributed", action="store_true",

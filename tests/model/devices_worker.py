@@ -33,18 +33,16 @@ def main(request_path: str) -> None:
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, seconds, **_: compilations.append(event) if event == BACKEND_COMPILE else None)
 
-  from model.checkpoint import load_classifier
-  from model.scorer import Scorer, ScorerConfig
-  _, model = load_classifier(request["model_dir"])
-  scorer = Scorer(model, ScorerConfig(**request["scorer"]))
+  from model.runner import RunnerConfig, load_runner
+  scorer = load_runner(request["model_dir"], RunnerConfig(**request["scorer"]), precision="float32")
   scorer.warmup()
   after_warmup = (len(compilations), len(scorer._compiled))
 
   docs = [np.asarray(d, np.int32) for d in request["ids"]]
-  scores = scorer.score(docs)
+  scores = scorer.run(docs)
   scored = len(docs)
   for call in varied_calls(docs, request["calls"], request["seed"]):
-    assert np.isfinite(scorer.score(call)).all()
+    assert np.isfinite(scorer.run(call)).all()
     scored += len(call)
 
   rows = scorer._compiled[next(iter(scorer._compiled))].input_shardings[0][1]  # input_ids
@@ -55,8 +53,8 @@ def main(request_path: str) -> None:
                  for shape, text in programs.items()}
   print(json.dumps({
       "device_count": jax.device_count(),
-      "mesh_axis_names": list(scorer.mesh.axis_names),
-      "mesh_devices": int(scorer.mesh.devices.size),
+      "mesh_axis_names": list(scorer.runtime.mesh.axis_names),
+      "mesh_devices": int(scorer.runtime.mesh.devices.size),
       "row_sharding": [list(rows.spec), len(rows.device_set)],
       "shapes": scorer.shapes,
       "warmup_compilations": after_warmup[0],
@@ -64,7 +62,7 @@ def main(request_path: str) -> None:
       "compilations_after_warmup": len(compilations) - after_warmup[0],
       "compiled_at_end": len(scorer._compiled),
       "documents_scored": scored,
-      "attention": scorer.attention,
+      "attention": scorer.runtime.attention,
       "fused_call_rows": fused_calls,
       "all_gathers": sum(text.count("all-gather") for text in programs.values()),
       "scores": scores.tolist(),

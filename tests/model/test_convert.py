@@ -14,14 +14,13 @@ from safetensors.numpy import load_file
 from model import checkpoint, convert
 from model.checkpoint import PickleRefused, load_classifier
 from model.config import ModelConfig
-from model.xlmr import hf_forward
-from tests.model.reference import mixed_texts, torch_classifier, torch_scores
+from tests.model.reference import hf_forward, hf_position_ids, mixed_texts, params_of, torch_classifier, torch_scores
 
 
 @pytest.fixture(scope="module")
 def source(checkpoint_dir, tokenizer):
   """The default tiny checkpoint, its torch model, and a padded batch with its torch scores."""
-  from model.tokenize import PREFIX
+  from model.recipe import PREFIX
   model = torch_classifier(checkpoint_dir)
   enc = tokenizer([PREFIX + t for t in mixed_texts(seed=1)], padding=True, truncation=True,
                   max_length=50, return_tensors="np")
@@ -46,7 +45,7 @@ def test_export_round_trip_through_transformers(source, tmp_path, max_abs_diff):
   model_dir, original, batch, expected = source
   cfg, model = load_classifier(model_dir)
   out = str(tmp_path / "exported")
-  checkpoint.save_hf(out, cfg, convert.params_of(model), tokenizer_dir=model_dir)
+  checkpoint.save_hf(out, cfg, params_of(model), tokenizer_dir=model_dir)
 
   reloaded, info = AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
   assert type(reloaded).__name__ == "XLMRobertaForSequenceClassification"
@@ -115,7 +114,7 @@ def test_sharded_safetensors_load(source, tmp_path, max_abs_diff):
 
 def test_encoder_only_checkpoint_converts_without_head(make_checkpoint, tokenizer, max_abs_diff):
   from transformers import AutoModel
-  from model.tokenize import PREFIX
+  from model.recipe import PREFIX
   model_dir = make_checkpoint(encoder_only=True, hidden_size=20, num_attention_heads=5,
                               num_hidden_layers=2, intermediate_size=28, seed=5)
   cfg = checkpoint.read_config(model_dir)
@@ -132,7 +131,6 @@ def test_encoder_only_checkpoint_converts_without_head(make_checkpoint, tokenize
   model = convert.model_from_params(cfg, {**params, **{p: rng.normal(size=s) for p, s in head.items()}})
   enc = tokenizer([PREFIX + t for t in mixed_texts(seed=2)], padding=True, truncation=True,
                   max_length=40, return_tensors="np")
-  from model.xlmr import hf_position_ids
   ours = np.asarray(model.encode(enc["input_ids"], enc["attention_mask"],
                                  hf_position_ids(enc["input_ids"], cfg.pad_token_id)))
   with torch.no_grad():

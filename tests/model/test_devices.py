@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from model import fused_attention
-from model.checkpoint import load_classifier
-from model.scorer import Scorer, ScorerConfig
+from model.runner import EncoderRunner, RunnerConfig, load_runner
 from model.tokenize import DocumentTokenizer
 from tests.model.devices_worker import varied_calls
 from tests.model.reference import mixed_texts
@@ -47,14 +46,14 @@ def eight_devices(checkpoint_dir, documents, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_device_scorer(checkpoint_dir) -> Scorer:
-  _, model = load_classifier(checkpoint_dir)
-  return Scorer(model, ScorerConfig(**SCORER), devices=jax.local_devices()[:1])
+def one_device_scorer(checkpoint_dir) -> EncoderRunner:
+  return load_runner(checkpoint_dir, RunnerConfig(**SCORER), precision="float32",
+                     devices=jax.local_devices()[:1])
 
 
 def test_eight_devices_score_like_one(eight_devices, one_device_scorer, documents, max_abs_diff):
   assert eight_devices["device_count"] == DEVICES
-  ours = one_device_scorer.score(documents)
+  ours = one_device_scorer.run(documents)
   assert np.ptp(ours) > 1e-2
   # Batches of 8 x 3 rows against 3 rows: documents meet other neighbours and paddings.
   assert max_abs_diff("8 devices vs 1 device", eight_devices["scores"], ours) <= 1e-5
@@ -65,7 +64,8 @@ def test_mesh_is_one_data_axis_over_every_device(eight_devices, one_device_score
   assert eight_devices["mesh_devices"] == DEVICES
   assert eight_devices["row_sharding"] == [["data"], DEVICES]  # rows split over all eight
   assert all(rows % DEVICES == 0 for rows, _ in eight_devices["shapes"])
-  assert one_device_scorer.mesh.axis_names == ("data",) and one_device_scorer.mesh.devices.size == 1
+  mesh = one_device_scorer.runtime.mesh
+  assert mesh.axis_names == ("data",) and mesh.devices.size == 1
 
 
 def test_fused_attention_runs_on_each_device_share(eight_devices):
@@ -91,8 +91,8 @@ def test_no_compilation_after_warmup_on_eight_devices(eight_devices, documents):
 
 
 def test_no_compilation_after_warmup_on_one_device(checkpoint_dir, documents, caplog):
-  _, model = load_classifier(checkpoint_dir)
-  scorer = Scorer(model, ScorerConfig(**SCORER), devices=jax.local_devices()[:1])
+  scorer = load_runner(checkpoint_dir, RunnerConfig(**SCORER), precision="float32",
+                       devices=jax.local_devices()[:1])
   compiled = lambda: [r for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     scorer.warmup()
@@ -100,7 +100,7 @@ def test_no_compilation_after_warmup_on_one_device(checkpoint_dir, documents, ca
     caplog.clear()
     lengths = set()
     for call in varied_calls(documents, 12, seed=6):
-      scorer.score(call)
+      scorer.run(call)
       lengths.update(len(d) for d in call)
     assert compiled() == [], [r.getMessage() for r in compiled()]
   assert len(scorer._compiled) == len(scorer.shapes)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from model import fused_attention
-from model.scorer import choose_attention
-from model.xlmr import row_attention
+from model.attention import row_attention
+from model.runtime import choose_attention
 
 needs_kernel = pytest.mark.skipif(fused_attention.unavailable_reason() is not None,
                                   reason=f"fused attention: {fused_attention.unavailable_reason()}")
@@ -128,7 +128,7 @@ def test_cxx_names_the_compiler(monkeypatch):
 
 
 def test_the_scorer_falls_back_and_says_why(caplog):
-  with caplog.at_level(logging.WARNING, logger="model.scorer"):
+  with caplog.at_level(logging.WARNING, logger="model.runtime"):
     assert choose_attention("auto", True, jnp.float32, 80) == "rows"
   assert "head_dim 80 is over the kernel's 64" in caplog.text
   assert choose_attention("auto", False, jnp.float32, 64) == "batched"

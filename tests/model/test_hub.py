@@ -13,7 +13,7 @@ import pytest
 
 from model import checkpoint, hub
 from model.checkpoint import load_classifier
-from model.xlmr import hf_forward
+from tests.model.reference import file_digest, hf_forward
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,25 +49,26 @@ def test_describe_and_fetch_a_local_directory(checkpoint_dir):
   info = hub.describe(checkpoint_dir)
   assert info.revision is None and info.name == checkpoint_dir
   assert info.config["hidden_size"] == 36 and info.config["num_hidden_layers"] == 3
-  digest = checkpoint.file_digest(os.path.join(checkpoint_dir, checkpoint.SAFETENSORS))
+  digest = file_digest(os.path.join(checkpoint_dir, checkpoint.SAFETENSORS))
   assert info.weights == ((checkpoint.SAFETENSORS, "sha256:" + digest),)
   assert info.digest.startswith("sha256:") and info.digest == hub.describe(checkpoint_dir).digest
-  assert hub.fetch(checkpoint_dir) == checkpoint_dir
+  assert hub.fetch(info) == checkpoint_dir
 
 
 def test_fetch_from_an_fsspec_url(checkpoint_dir, memory_copy, tmp_path):
   # Same bytes, same checksums, whichever filesystem holds them.
   assert hub.describe(memory_copy).digest == hub.describe(checkpoint_dir).digest
   cache = str(tmp_path / "cache")
-  local = hub.fetch(memory_copy, cache_dir=cache)
+  local = hub.fetch(hub.describe(memory_copy), cache_dir=cache)
   assert os.path.dirname(local) == cache
   for name in os.listdir(checkpoint_dir):
     with open(os.path.join(checkpoint_dir, name), "rb") as a, open(os.path.join(local, name), "rb") as b:
       assert a.read() == b.read(), name
   np.testing.assert_array_equal(_scores(local), _scores(checkpoint_dir))
   # Downloaded once: a second fetch finds the complete copy, even with the source gone.
+  info = hub.describe(memory_copy)
   fsspec.filesystem("memory").rm(memory_copy[len("memory://"):], recursive=True)
-  assert hub.fetch(memory_copy, cache_dir=cache) == local
+  assert hub.fetch(info, cache_dir=cache) == local
 
 
 def test_fetch_takes_one_kind_of_weights(checkpoint_dir, tmp_path):
@@ -80,7 +81,7 @@ def test_fetch_takes_one_kind_of_weights(checkpoint_dir, tmp_path):
   fs.pipe_file(f"{root}/{checkpoint.PICKLE}", b"not unpickled")
   fs.pipe_file(f"{root}/README.md", b"# not a model file")
   try:
-    local = hub.fetch(f"memory://{root}", cache_dir=str(tmp_path))
+    local = hub.fetch(hub.describe(f"memory://{root}"), cache_dir=str(tmp_path))
     assert sorted(os.listdir(local)) == sorted(os.listdir(checkpoint_dir) + [".complete"])
   finally:
     fs.rm(root, recursive=True)
@@ -102,7 +103,7 @@ def test_fetch_a_sharded_checkpoint_from_an_fsspec_url(checkpoint_dir, tmp_path)
     url = f"memory://{root}"
     described = [name for name, _ in hub.describe(url).weights]
     assert described[0] == checkpoint.SAFETENSORS_INDEX and sorted(described[1:]) == shards
-    local = hub.fetch(url, cache_dir=str(tmp_path / "cache"))
+    local = hub.fetch(hub.describe(url), cache_dir=str(tmp_path / "cache"))
   finally:
     fs.rm(root, recursive=True)
   assert sorted(n for n in os.listdir(local) if n.endswith(".safetensors")) == shards

@@ -1,12 +1,13 @@
-"""Packing documents into rows, and the scorer around it."""
+"""Packing documents into rows, and the compiled runner around it."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model import fused_attention, packing
+from model import fused_attention, packing, runtime
 from model.checkpoint import load_classifier
-from model.scorer import Scorer, ScorerConfig, int_scores
+from model.recipe import int_scores
+from model.runner import EncoderRunner, RunnerConfig, load_runner
 from model.tokenize import DocumentTokenizer
 from tests.model.reference import mixed_texts
 
@@ -92,17 +93,22 @@ def classifier(checkpoint_dir):
   return load_classifier(checkpoint_dir)[1]
 
 
+def plain_runtime() -> runtime.Runtime:
+  """What load_classifier builds by default (fp32, XLA's batched attention), on every device."""
+  return runtime.Runtime("float32", "batched", runtime.make_mesh())
+
+
 def test_packed_scores_equal_unpacked_scores(checkpoint_dir, classifier, max_abs_diff):
   max_length = 45
   texts = mixed_texts(seed=21) + mixed_texts(seed=22)[:6]
   ids = DocumentTokenizer(checkpoint_dir, max_length)(texts).ids
   scores, computed = {}, {}
   for pack in (True, False):
-    scorer = Scorer(classifier, ScorerConfig(max_length=max_length, row_lengths=(15, 30),
-                                             tokens_per_device=90, smallest_batch_fraction=2,
-                                             pack=pack))
-    scores[pack] = scorer.score(ids)
-    computed[pack] = scorer.stats.computed_tokens
+    runner = EncoderRunner(classifier, plain_runtime(),
+                           RunnerConfig(max_length=max_length, row_lengths=(15, 30),
+                                        tokens_per_device=90, smallest_batch_fraction=2, pack=pack))
+    scores[pack] = runner.run(ids)
+    computed[pack] = runner.stats.computed_tokens
   assert computed[True] < computed[False], "packing saved no padding; the comparison proves little"
   assert np.ptp(scores[False]) > 1e-2
   assert max_abs_diff("packed vs unpacked", scores[True], scores[False]) <= 1e-4
@@ -117,22 +123,28 @@ def test_bfloat16_scores_follow_float32(checkpoint_dir, classifier, max_abs_diff
   max_length = 45
   ids = DocumentTokenizer(checkpoint_dir, max_length)(mixed_texts(seed=23)).ids
   # Both attentions: "batched" is what TPUs run, "rows" what CPUs run.
-  config = dict(max_length=max_length, row_lengths=(15, 30), tokens_per_device=90,
-                attention=attention)
-  fp32 = Scorer(classifier, ScorerConfig(**config)).score(ids)
-  _, low = load_classifier(checkpoint_dir, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  config = RunnerConfig(max_length=max_length, row_lengths=(15, 30), tokens_per_device=90)
+  fp32 = load_runner(checkpoint_dir, config, precision="float32", attention=attention).run(ids)
+  bf16_runner = load_runner(checkpoint_dir, config, precision="bfloat16", attention=attention)
+  low = nnx_model(bf16_runner)
   # What every document shares stays fp32: rounded, it would shift all scores alike.
   shared = (low.head.out_proj.kernel, low.head.dense.kernel, low.embeddings.position.embedding,
             low.embeddings.token_type.embedding, low.layers[0].mlp.norm.scale)
   assert all(p.dtype == jnp.float32 for p in shared)
   assert low.layers[0].mlp.intermediate.kernel.dtype == jnp.bfloat16
   assert low.embeddings.word.embedding.dtype == jnp.bfloat16
-  bf16 = Scorer(low, ScorerConfig(**config, dtype="bfloat16")).score(ids)
+  bf16 = bf16_runner.run(ids)
   assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32), "bf16 computed in fp32"
   assert max_abs_diff(f"bfloat16 vs float32, {attention} attention", bf16, fp32) <= 0.1 * np.ptp(fp32)
   assert np.corrcoef(bf16, fp32)[0, 1] > 0.99
   with pytest.raises(ValueError, match="'fused' cannot run here: the kernel computes in float32"):
-    Scorer(low, ScorerConfig(**{**config, "attention": "fused"}, dtype="bfloat16"))
+    load_runner(checkpoint_dir, config, precision="bfloat16", attention="fused")
+
+
+def nnx_model(runner: EncoderRunner):
+  """The model a runner holds, with its parameters as placed on the devices."""
+  from flax import nnx
+  return nnx.merge(runner._graphdef, runner._state)
 
 
 def test_rows_with_a_single_document_slot(classifier, max_abs_diff):
@@ -140,26 +152,27 @@ def test_rows_with_a_single_document_slot(classifier, max_abs_diff):
   rng = np.random.default_rng(3)
   ids = [np.concatenate([[0], rng.integers(3, 300, n - 2), [2]]).astype(np.int32)
          for n in (2, 3, 2, 5, 2, 7, 3)]
-  scores = {pack: Scorer(classifier, ScorerConfig(max_length=7, row_lengths=(7,), tokens_per_device=14,
-                                                  smallest_batch_fraction=1, pack=pack)).score(ids)
+  scores = {pack: EncoderRunner(classifier, plain_runtime(),
+                                RunnerConfig(max_length=7, row_lengths=(7,), tokens_per_device=14,
+                                             smallest_batch_fraction=1, pack=pack)).run(ids)
             for pack in (True, False)}
   assert max_abs_diff("single-slot rows packed vs unpacked", scores[True], scores[False]) <= 1e-4
 
 
-def test_scorer_refuses_what_it_cannot_score(classifier):
+def test_runner_refuses_what_it_cannot_score(checkpoint_dir, classifier):
   cfg = classifier.config
   with pytest.raises(ValueError, match="exceeds"):
-    Scorer(classifier, ScorerConfig(max_length=cfg.max_length + 1, row_lengths=(16,)))
+    EncoderRunner(classifier, plain_runtime(), RunnerConfig(max_length=cfg.max_length + 1, row_lengths=(16,)))
   with pytest.raises(ValueError, match="attention must be"):
-    ScorerConfig(attention="flash")
-  scorer = Scorer(classifier, ScorerConfig(max_length=20, row_lengths=(10,), tokens_per_device=20))
+    runtime.resolve(cfg, attention="flash")
+  runner = load_runner(checkpoint_dir, RunnerConfig(max_length=20, row_lengths=(10,), tokens_per_device=20))
   fused_runs = fused_attention.unavailable_reason() is None
-  assert scorer.attention == ("fused" if fused_runs else "rows"), "'auto' attention on CPU devices"
+  assert runner.runtime.attention == ("fused" if fused_runs else "rows"), "'auto' attention on CPU devices"
   with pytest.raises(ValueError, match="2..20 tokens"):
-    scorer.score([np.array([0, 5, 2]), np.arange(21) % 300])
+    runner.run([np.array([0, 5, 2]), np.arange(21) % 300])
   with pytest.raises(ValueError, match="2..20 tokens"):
-    scorer.score([np.array([0])])
-  assert scorer.score([]).shape == (0,)
+    runner.run([np.array([0])])
+  assert runner.run([]).shape == (0,)
 
 
 def test_int_scores_round_half_to_even_on_clipped_scores():

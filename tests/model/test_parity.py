@@ -2,7 +2,8 @@
 
 Tiny random checkpoints written by save_pretrained, loaded the way users load them
 (hub.fetch + checkpoint.load_classifier), scored as a right-padded batch through hf_forward and
-as tokenized documents through the compiled Scorer, packed and unpacked.
+as tokenized documents through the compiled EncoderRunner, packed and unpacked, under every
+attention model/runtime.py can choose.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from model import hub
+from model import hub, runtime
 from model.checkpoint import load_classifier
-from model.scorer import Scorer, ScorerConfig
-from model.tokenize import PREFIX, DocumentTokenizer
-from model.xlmr import ATTENTION, hf_forward
-from tests.model.reference import mixed_texts, torch_classifier, torch_document_scores, torch_scores
+from model.recipe import PREFIX
+from model.runner import EncoderRunner, RunnerConfig
+from model.tokenize import DocumentTokenizer
+from tests.model.reference import (hf_forward, mixed_texts, torch_classifier, torch_document_scores,
+                                   torch_scores)
 
 TOLERANCE = 1e-4
 
@@ -59,7 +61,8 @@ def ref(request, make_checkpoint, tokenizer_dir, tmp_path_factory):
     model_dir = _save_with_transformers_defaults(str(tmp_path_factory.mktemp("defaults")), tokenizer_dir)
   else:
     model_dir = make_checkpoint(**kwargs)
-  cfg, model = load_classifier(hub.fetch(model_dir))
+  model_dir = hub.fetch(hub.describe(model_dir))
+  cfg, model = load_classifier(model_dir)
   reference = torch_classifier(model_dir)
   assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.layer_norm_eps) == (
       reference.config.hidden_size, reference.config.num_hidden_layers, reference.config.layer_norm_eps)
@@ -68,7 +71,13 @@ def ref(request, make_checkpoint, tokenizer_dir, tmp_path_factory):
                                tokenizer=AutoTokenizer.from_pretrained(model_dir))
 
 
-@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def model_with(ref, attention: str):
+  """(runtime, our model of `ref`) in fp32 with this attention."""
+  rt = runtime.resolve(ref.cfg, "float32", attention)
+  return rt, load_classifier(ref.dir, **rt.model_kwargs())[1]
+
+
+@pytest.mark.parametrize("attention", runtime.ATTENTIONS)
 def test_padded_batch_matches_transformers(ref, attention, max_abs_diff):
   # Truncated at the checkpoint's own limit, so the longest rows use every position row.
   enc = ref.tokenizer([PREFIX + t for t in mixed_texts(seed=3)], padding=True, truncation=True,
@@ -76,7 +85,7 @@ def test_padded_batch_matches_transformers(ref, attention, max_abs_diff):
   mask = enc["attention_mask"]
   assert (mask == 0).any(), "no padding in the batch"
   assert mask.sum(1).max() == ref.cfg.max_length, "no document reaches max_length"
-  ours = np.asarray(hf_forward(ref.model, enc["input_ids"], mask, attention))[:, 0]
+  ours = np.asarray(hf_forward(model_with(ref, attention)[1], enc["input_ids"], mask))[:, 0]
   theirs = torch_scores(ref.torch, enc["input_ids"], mask)
   assert np.ptp(theirs) > 1e-2, "reference scores barely differ; parity would prove little"
   assert max_abs_diff(f"{ref.name} padded batch, {attention} attention", ours, theirs) <= TOLERANCE
@@ -123,10 +132,10 @@ def test_document_tokenizer_is_shipped_by_pickle(checkpoint_dir):
   assert [a.tolist() for a in after.ids] == [b.tolist() for b in before.ids]
   assert np.array_equal(after.truncated, before.truncated)
   with pytest.raises(ValueError, match="max_length"):
-    DocumentTokenizer(checkpoint_dir, 2)
+    RunnerConfig(max_length=2)
 
 
-@pytest.mark.parametrize("attention", sorted(ATTENTION))
+@pytest.mark.parametrize("attention", runtime.ATTENTIONS)
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
 def test_scorer_matches_transformers(ref, pack, attention, max_abs_diff):
   texts = mixed_texts(seed=7)
@@ -138,11 +147,11 @@ def test_scorer_matches_transformers(ref, pack, attention, max_abs_diff):
                   for t in texts]
   assert [ids.tolist() for ids in tokenized.ids] == expected_ids
   theirs = torch_document_scores(ref.torch, expected_ids)
-  scorer = Scorer(ref.model, ScorerConfig(max_length=ref.max_length, row_lengths=(11, 24),
-                                          tokens_per_device=2 * ref.max_length + 5,
-                                          smallest_batch_fraction=2, pack=pack,
-                                          attention=attention))
-  ours = scorer.score(tokenized.ids)
+  rt, model = model_with(ref, attention)
+  runner = EncoderRunner(model, rt, RunnerConfig(max_length=ref.max_length, row_lengths=(11, 24),
+                                                 tokens_per_device=2 * ref.max_length + 5,
+                                                 smallest_batch_fraction=2, pack=pack))
+  ours = runner.run(tokenized.ids)
   label = (f"{ref.name} scorer {'packed' if pack else 'unpacked'} {attention} attention "
            f"max_length {ref.max_length}")
   assert max_abs_diff(label, ours, theirs) <= TOLERANCE

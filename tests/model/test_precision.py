@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model.checkpoint import load_classifier
+from model import runtime
+from model.checkpoint import load_classifier, read_config
 from model.precision import COMPUTE, Compute, bfloat16_3x_dot_general
-from model.scorer import Scorer, ScorerConfig
+from model.runner import EncoderRunner, RunnerConfig, load_runner
 from model.tokenize import DocumentTokenizer
 from tests.model.reference import mixed_texts
 
@@ -35,12 +36,12 @@ def test_bfloat16_3x_products_are_near_float32():
   assert not np.array_equal(three, fp32), "three bf16 products came out as one fp32 product"
 
 
-def test_every_setting_is_defined():
+def test_every_setting_is_defined(checkpoint_dir):
   assert set(COMPUTE) == {"float32", "bfloat16_3x", "bfloat16"}
   with pytest.raises(ValueError, match="matmul must be one of"):
     Compute(jnp.float32, "tf32", None)
-  with pytest.raises(ValueError, match="dtype must be one of"):
-    ScorerConfig(dtype="float16")
+  with pytest.raises(ValueError, match="precision must be"):
+    runtime.resolve(read_config(checkpoint_dir), precision="float16")
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +49,17 @@ def documents(checkpoint_dir):
   return DocumentTokenizer(checkpoint_dir, 45)(mixed_texts(seed=23)).ids
 
 
-def scorer_for(checkpoint_dir, dtype: str, attention: str = "rows") -> Scorer:
-  _, model = load_classifier(checkpoint_dir, **COMPUTE[dtype].model_kwargs())
-  return Scorer(model, ScorerConfig(max_length=45, row_lengths=(15, 30), tokens_per_device=90,
-                                    dtype=dtype, attention=attention))
+def scorer_for(checkpoint_dir, dtype: str, attention: str = "rows") -> EncoderRunner:
+  return load_runner(checkpoint_dir, RunnerConfig(max_length=45, row_lengths=(15, 30), tokens_per_device=90),
+                     precision=dtype, attention=attention)
 
 
 def test_bfloat16_3x_scores_stay_near_float32(checkpoint_dir, documents, max_abs_diff):
-  fp32 = scorer_for(checkpoint_dir, "float32").score(documents)
+  fp32 = scorer_for(checkpoint_dir, "float32").run(documents)
   three = scorer_for(checkpoint_dir, "bfloat16_3x")
   assert three._state["layers"][0]["mlp"]["intermediate"]["kernel"].dtype == jnp.float32
-  three = three.score(documents)
-  one = scorer_for(checkpoint_dir, "bfloat16").score(documents)
+  three = three.run(documents)
+  one = scorer_for(checkpoint_dir, "bfloat16").run(documents)
   assert not np.array_equal(three, fp32), "bfloat16_3x computed in fp32"
   three_diff = max_abs_diff("bfloat16_3x vs float32", three, fp32)
   one_diff = max_abs_diff("bfloat16 vs float32 (for bfloat16_3x)", one, fp32)
@@ -67,7 +67,7 @@ def test_bfloat16_3x_scores_stay_near_float32(checkpoint_dir, documents, max_abs
   assert one_diff > 20 * three_diff
 
 
-def lowered_dots(scorer: Scorer) -> list[str]:
+def lowered_dots(scorer: EncoderRunner) -> list[str]:
   spec = jax.ShapeDtypeStruct((4, 15), jnp.int32)
   text = scorer._forward.lower(scorer._state, spec, spec, spec,
                                jax.ShapeDtypeStruct((4, 3), jnp.int32)).as_text()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.scorer import int_scores
+from model.recipe import int_scores
 from tests.pipeline.conftest import read_scores, run_compare, score_sample_corpus
 
 

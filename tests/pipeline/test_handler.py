@@ -30,7 +30,7 @@ def test_failures_are_isolated_to_their_documents():
                          share_model_across_processes=False)
   docs = [Document("s", i, str(i), "BAD" if i in (5, 40) else f"doc {i}") for i in range(64)]
   model = PickyModel()
-  (result,) = KoeduModelHandler(config).run_inference([Chunk("s", 0, docs, [], {})], model)
+  (result,) = KoeduModelHandler(config, None).run_inference([Chunk("s", 0, docs, [], {})], model)
   assert sorted(s.row for s in result.scored) == [i for i in range(64) if i not in (5, 40)]
   assert [(f.row, f.reason) for f in result.failed] == [(5, "inference_failed: ValueError: cannot tokenize"),
                                                         (40, "inference_failed: ValueError: cannot tokenize")]

@@ -28,14 +28,16 @@ def write_jsonl(path: str, records) -> str:
 def teacher_labels(model_dir: str, texts: list[str], max_length: int = 64) -> np.ndarray:
   import jax.numpy as jnp
 
-  from model import convert
+  from model import convert, runtime
+  from model.runner import RunnerConfig
   from model.tokenize import DocumentTokenizer
-  from train import base, features, parallel
+  from train import base, features
   start = base.load(model_dir, seed=0)
   params = {**start.params, **base.fresh_head(start.config, TEACHER_SEED)}
-  teacher = convert.model_from_params(start.config, params)
+  rt = runtime.resolve(start.config, "float32")
+  teacher = convert.model_from_params(start.config, params, **rt.model_kwargs())
   ids = DocumentTokenizer(model_dir, max_length)(texts).ids
-  feats = features.encode(teacher, ids, parallel.make_mesh(), (32, 64), 512)
+  feats = features.encode(teacher, ids, rt, RunnerConfig(max_length, (32, 64), 512))
   scores = np.asarray(teacher.head(jnp.asarray(feats)))[:, 0]
   return np.clip(2.5 + 1.2 * (scores - scores.mean()) / scores.std(), 0, 5).astype(np.float32)
 

@@ -7,16 +7,15 @@ import os
 
 import numpy as np
 
-from model import checkpoint
-from model.scorer import Scorer, ScorerConfig
-from model.tokenize import PREFIX, DocumentTokenizer
+from model.recipe import PREFIX
+from model.runner import RunnerConfig, load_runner
+from model.tokenize import DocumentTokenizer
 from train import data, evaluate
 
 
 def _koedu_scores(model_dir, texts):
-  _, model = checkpoint.load_classifier(model_dir)
-  scorer = Scorer(model, ScorerConfig(max_length=64, row_lengths=(32, 64), tokens_per_device=512))
-  return scorer.score(DocumentTokenizer(model_dir, 64)(texts).ids)
+  runner = load_runner(model_dir, RunnerConfig(max_length=64, row_lengths=(32, 64), tokens_per_device=512))
+  return runner.run(DocumentTokenizer(model_dir, 64)(texts).ids)
 
 
 def test_export_loads_in_transformers_with_the_same_scores(trained, corpus):

@@ -1,0 +1,129 @@
+"""How the encoder runs on this machine, decided in one place: precision, attention, compiler
+options and the device mesh.
+
+`resolve()` turns the user's settings ("auto" included) and the backend into a frozen `Runtime`
+once; the model is built from it (`Runtime.model_kwargs`) and the runner compiles with it
+(model/runner.py), for scoring and training alike. Nothing downstream looks at the backend,
+a dtype string or the mesh's axis names again.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from model.attention import batched_attention, row_attention
+from model.config import ModelConfig
+from model.precision import COMPUTE
+
+log = logging.getLogger(__name__)
+DATA_AXIS = "data"  # the one mesh axis: batches are split along it, parameters replicated
+ATTENTIONS = ("batched", "rows", "fused")
+# This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-29% slower than XLA's own Eigen
+# dots at every compiled shape (bench/shapes.py, docs/benchmarks.md). Set per compilation, not
+# through XLA_FLAGS, so that it holds whatever the process was started with.
+CPU_COMPILER_OPTIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  precision: str  # a key of model.precision.COMPUTE: what the encoder multiplies in
+  attention: str  # one of ATTENTIONS: how its tokens attend
+  mesh: jax.sharding.Mesh  # the devices the encoder runs on, along the one axis DATA_AXIS
+  compiler_options: tuple[tuple[str, str], ...] = ()  # XLA options for every compilation
+  # Training keeps parameters in fp32 (the optimiser's master copy) under any precision, and
+  # needs an attention with a gradient.
+  training: bool = False
+
+  def __post_init__(self):
+    if self.precision not in COMPUTE:
+      raise ValueError(f"precision must be one of {sorted(COMPUTE)}, got {self.precision!r}")
+    if self.attention not in ATTENTIONS:
+      raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+    if self.mesh.axis_names != (DATA_AXIS,):
+      raise ValueError(f"the mesh must have the one axis {DATA_AXIS!r}, got {self.mesh.axis_names}")
+    if self.training and self.attention == "fused":
+      raise ValueError("the fused attention kernel has no gradient; training needs 'rows' or 'batched'")
+
+  @property
+  def platform(self) -> str:
+    return self.mesh.devices.flat[0].platform
+
+  @property
+  def devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def rows(self) -> NamedSharding:
+    """Arrays split by their first axis over the devices: batches."""
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  def attention_fn(self) -> Callable:
+    if self.attention == "fused":
+      from model import fused_attention  # builds a C++ kernel: only where it runs
+      return fused_attention.per_device(self.mesh, DATA_AXIS)
+    return {"batched": batched_attention, "rows": row_attention}[self.attention]
+
+  def model_kwargs(self) -> dict:
+    """What XLMRobertaClassifier (and checkpoint.load_classifier) build the model with."""
+    compute = COMPUTE[self.precision]
+    return dict(dtype=compute.dtype, param_dtype=jnp.float32 if self.training else compute.dtype,
+                matmul=compute.matmul, attention=self.attention_fn())
+
+  def matmul_precision(self):
+    """The context every traced function of the encoder runs under: the precision TPUs use for
+    dots the model does not write out itself."""
+    precision = COMPUTE[self.precision].precision
+    return jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = list(devices or jax.local_devices())
+  # Auto axes: the batch is the only thing sharded and XLA propagates it through the model.
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", devices=None,
+            training: bool = False) -> Runtime:
+  """The runtime for a model of `cfg` on `devices` (default: every local device)."""
+  mesh = make_mesh(devices)
+  on_cpu = mesh.devices.flat[0].platform == "cpu"
+  if precision == "auto":
+    # TPUs multiply in bf16; three passes keep int_score as fp32 has it where one pass did not
+    # (docs/benchmarks.md). On CPU bf16 is emulated and slower than fp32.
+    precision = "bfloat16_3x" if mesh.devices.flat[0].platform == "tpu" else "float32"
+  if precision not in COMPUTE:
+    raise ValueError(f"precision must be 'auto' or one of {sorted(COMPUTE)}, got {precision!r}")
+  attention = choose_attention(attention, on_cpu, COMPUTE[precision].dtype, cfg.head_dim, training)
+  return Runtime(precision, attention, mesh, CPU_COMPILER_OPTIONS if on_cpu else (), training)
+
+
+def choose_attention(requested: str, on_cpu: bool, dtype, head_dim: int, training: bool = False) -> str:
+  """"auto": on CPU the fused kernel where it can run (attention at 512 tokens 2.8x faster than
+  "rows", docs/benchmarks.md), else "rows", which keeps each row's scores in cache;
+  accelerators get the one batched op they fuse themselves. Training never gets the kernel,
+  which has no gradient."""
+  if requested != "auto" and requested not in ATTENTIONS:
+    raise ValueError(f"attention must be 'auto' or one of {ATTENTIONS}, got {requested!r}")
+  if requested == "fused" or (requested == "auto" and on_cpu and not training):
+    from model import fused_attention
+    reason = fused_attention.supports(head_dim, dtype) if on_cpu else "it runs on CPU only"
+    if reason is None:
+      return "fused"
+    if requested == "fused":
+      raise ValueError(f"attention 'fused' cannot run here: {reason}")
+    log.warning("fused CPU attention unavailable (%s); using XLA's per-row attention", reason)
+    return "rows"
+  if requested == "auto":
+    return "rows" if on_cpu else "batched"
+  return requested

@@ -81,6 +81,7 @@ class EncoderRunner:
     if output not in OUTPUTS:
       raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     self.config, self.runtime, self.output = config, runtime, output
+    self.model_config = cfg
     self.pad_token_id = cfg.pad_token_id
     self._graphdef, state = nnx.split(model)
     self._state = _place(state, runtime.replicated)

@@ -1,140 +1,222 @@
-"""Reading shards and writing outputs through fsspec: local paths, gs:// (gcsfs), any URL."""
+"""Storage through fsspec (local paths, gs:// through gcsfs, any URL), and what a storage fault is.
+
+A fault of the storage (a timeout, a reset connection, a 5xx, a full disk) is the machine's,
+never a record's: it is retried with backoff, then raised as StorageError, which fails the
+bundle (the runner retries it) or the run. Nothing here ever turns one into an errors/ record.
+"""
 from __future__ import annotations
 
 import hashlib
 import io as _io
+import logging
 import os
 import posixpath
+import random
+import time
 import uuid
-from typing import Iterator
+from typing import Callable, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
-PARQUET_SUFFIXES = (".parquet",)
-PARQUET_BATCH_ROWS = 1024
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+ATTEMPTS = 6  # a blip, a throttled burst, a node restarting: about a minute of backoff in all
+BACKOFF_SECONDS = 0.5
+# What retrying cannot mend: the path, the permissions, or a bug. Raised as they are.
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+             FileExistsError, ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
 
 
-class ShardError(Exception):
-  """A shard that cannot be read from `row` on (None: not at all)."""
-
-  def __init__(self, reason: str, row: int | None):
-    super().__init__(reason)
-    self.reason, self.row = reason, row
+class StorageError(RuntimeError):
+  """Storage failed after every retry: a machine fault. Fails the bundle; a rerun does the work."""
 
 
-def expand_globs(patterns: list[str]) -> list[str]:
-  """Every shard the patterns match, as paths the user would recognise, sorted and unique."""
-  found = []
-  for pattern in patterns:
-    fs, _ = fsspec.core.url_to_fs(pattern)
-    matches = fs.glob(fsspec.core.strip_protocol(pattern)) if fsspec.core.has_magic(pattern) \
-        else [fsspec.core.strip_protocol(pattern)]
-    for path in matches:
-      if fs.isdir(path):
-        continue
-      found.append(path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path))
-  return sorted(set(found))
+def backoff(attempt: int) -> float:
+  """Seconds before retry `attempt` (1, 2, ...): exponential with jitter, so that workers
+  throttled together do not come back together."""
+  return BACKOFF_SECONDS * (2 ** (attempt - 1)) * (0.5 + random.random())
 
 
-def shard_key(source: str) -> str:
-  """A file name unique to this shard and stable across runs: outputs are one file per shard."""
-  base = posixpath.basename(source.rstrip("/")) or "shard"
-  return f"{base}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-
-
-def is_supported(source: str) -> bool:
-  return source.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)
-
-
-def iter_rows(source: str) -> Iterator[tuple[int, bytes | dict]]:
-  """(row, item) for every record: raw line bytes for JSON lines, a dict for Parquet.
-
-  Raises ShardError when the shard cannot be opened (row None) or breaks off mid-way (the row
-  where reading stopped): a truncated gzip, a corrupt Parquet row group.
-  """
-  if not is_supported(source):
-    raise ShardError(f"unsupported_format: expected one of {', '.join(JSON_SUFFIXES + PARQUET_SUFFIXES)}", None)
-  row = 0
-  try:
-    if source.endswith(PARQUET_SUFFIXES):
-      import pyarrow.parquet as pq
-      with fsspec.open(source, "rb") as f:
-        try:
-          parquet = pq.ParquetFile(f)
-        except Exception as err:
-          raise ShardError(f"unreadable_shard: {type(err).__name__}: {err}", None) from err
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-          for item in batch.to_pylist():
-            yield row, item
-            row += 1
-    else:
-      with fsspec.open(source, "rb", compression="infer") as f:
-        # zstandard's reader has no readline; a buffer in front gives every codec lines.
-        for line in _io.BufferedReader(f) if source.endswith(".zst") else f:
-          yield row, line
-          row += 1
-  except ShardError:
-    raise
-  except FileNotFoundError as err:
-    raise ShardError(f"unreadable_shard: {err}", None) from err
-  except Exception as err:  # EOFError from gzip, zstd frame errors, Arrow errors, I/O
-    reason = "truncated_shard" if row else "unreadable_shard"
-    raise ShardError(f"{reason}: {type(err).__name__}: {err} (after {row} records)",
-                     row if row else None) from err
+def retrying(call: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
+  """call(), retried on any fault but a permanent one; StorageError when retries run out."""
+  for attempt in range(1, attempts + 1):
+    try:
+      return call()
+    except PERMANENT:
+      raise
+    except Exception as err:  # timeouts, resets, 5xx, throttling: whatever the storage raises
+      if attempt == attempts:
+        raise StorageError(f"{what} failed {attempts} times; last: {type(err).__name__}: {err}") from err
+      wait = backoff(attempt)
+      log.warning("%s: %s: %s; retrying in %.1fs", what, type(err).__name__, err, wait)
+      time.sleep(wait)
+  raise AssertionError("unreachable")
 
 
 def filesystem(path: str):
   # No listings cache: other workers write markers while this process runs, and a stale
   # listing would have it redo their chunks.
-  fs, root = fsspec.core.url_to_fs(path, use_listings_cache=False) if "://" in path \
+  return fsspec.core.url_to_fs(path, use_listings_cache=False) if "://" in path \
       else fsspec.core.url_to_fs(path)
-  return fs, root
+
+
+class RetryingFile(_io.RawIOBase):
+  """A shard's bytes, read with retries: a failed read reopens the file and goes on from the
+  same position. What it raises after that is StorageError, so that whatever else comes out
+  of a decoder reading through it (gzip, zstd, Arrow) is about the shard's bytes."""
+
+  def __init__(self, source: str):
+    self.source = source
+    self._fs, self._path = filesystem(source)
+    self._file = None
+    self._position = 0
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return True
+
+  def _open(self):
+    if self._file is None:
+      self._file = self._fs.open(self._path, "rb")
+      self._file.seek(self._position)
+    return self._file
+
+  def _reset(self) -> None:
+    try:
+      if self._file is not None:
+        self._file.close()
+    except Exception:  # a broken connection may not close cleanly; it is dropped either way
+      pass
+    self._file = None
+
+  def _with_retries(self, call, what: str):
+    def attempt():
+      try:
+        return call(self._open())
+      except PERMANENT:
+        raise
+      except Exception:
+        self._reset()
+        raise
+    return retrying(attempt, f"{what} {self.source} at byte {self._position}")
+
+  def readinto(self, buffer) -> int:
+    data = self._with_retries(lambda f: f.read(len(buffer)), "reading")
+    buffer[:len(data)] = data
+    self._position += len(data)
+    return len(data)
+
+  def seek(self, offset: int, whence: int = 0) -> int:
+    if whence == 2:
+      offset += retrying(lambda: self._fs.size(self._path), f"sizing {self.source}")
+    elif whence == 1:
+      offset += self._position
+    if self._file is not None:
+      self._with_retries(lambda f: f.seek(offset), "seeking")
+    self._position = offset
+    return offset
+
+  def tell(self) -> int:
+    return self._position
+
+  def close(self) -> None:
+    self._reset()
+    super().close()
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-  """The file appears whole or not at all.
+  """The file appears whole or not at all, written with retries.
 
   Object stores publish an object only when its upload completes, so there a plain write is
   atomic and a rename (a copy on GCS) would only cost time; local files go through a rename.
+  A retry rewrites the whole object, so a failed attempt leaves nothing half-written behind.
   """
   fs, target = filesystem(path)
-  if isinstance(fs, LocalFileSystem):
-    directory, name = os.path.split(target)
-    os.makedirs(directory, exist_ok=True)
-    partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
-    with open(partial, "wb") as f:
-      f.write(data)
-    os.replace(partial, target)
-  else:
-    with fs.open(target, "wb") as f:
-      f.write(data)
+
+  def write():
+    if isinstance(fs, LocalFileSystem):
+      directory, name = os.path.split(target)
+      os.makedirs(directory, exist_ok=True)
+      partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
+      try:
+        with open(partial, "wb") as f:
+          f.write(data)
+        os.replace(partial, target)
+      finally:
+        if os.path.exists(partial):
+          os.unlink(partial)
+    else:
+      with fs.open(target, "wb") as f:
+        f.write(data)
+  retrying(write, f"writing {path}")
+
+
+def remove(path: str) -> None:
+  """Deletes the file if it is there (a stale output of an earlier attempt)."""
+  fs, target = filesystem(path)
+
+  def rm():
+    try:
+      fs.rm_file(target)
+    except FileNotFoundError:
+      pass
+  retrying(rm, f"removing {path}")
 
 
 def read_bytes(path: str) -> bytes:
   fs, target = filesystem(path)
-  return fs.cat_file(target)
-
-
-def list_names(directory: str, suffix: str, prefix: str = "") -> list[str]:
-  """Names (not paths) in a directory with the prefix and suffix; one listing call on GCS."""
-  fs, root = filesystem(directory)
-  if not fs.exists(root):
-    return []
-  paths = fs.glob(posixpath.join(root, f"{glob_escape(prefix)}*{suffix}")) if prefix else fs.ls(root, detail=False)
-  return sorted(n for n in (posixpath.basename(p.rstrip("/")) for p in paths)
-                if n.startswith(prefix) and n.endswith(suffix))
-
-
-def glob_escape(name: str) -> str:
-  return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+  return retrying(lambda: fs.cat_file(target), f"reading {path}")
 
 
 def exists(path: str) -> bool:
   fs, target = filesystem(path)
-  return fs.exists(target)
+  return retrying(lambda: fs.exists(target), f"looking for {path}")
+
+
+def list_names(directory: str, suffix: str = "") -> list[str]:
+  """Names (not paths) of the files under `directory`, recursively, relative to it: one
+  listing (paged by the store), whatever the number of files."""
+  fs, root = filesystem(directory)
+
+  def find():
+    try:
+      return fs.find(root)
+    except FileNotFoundError:
+      return []
+  root = root.rstrip("/")
+  names = [p[len(root) + 1:] if p.startswith(root + "/") else posixpath.basename(p)
+           for p in retrying(find, f"listing {directory}")]
+  return sorted(n for n in names if n.endswith(suffix) and not posixpath.basename(n).startswith("."))
 
 
 def join(directory: str, *names: str) -> str:
   return posixpath.join(directory.rstrip("/"), *names) if "://" in directory else os.path.join(directory, *names)
+
+
+def shard_key(source: str) -> str:
+  """A file name unique to this shard and stable across runs: outputs are named after it."""
+  base = posixpath.basename(source.rstrip("/")) or "shard"
+  return f"{base}-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+
+
+def match(pattern: str) -> list[tuple[str, int]]:
+  """(path or URL, size) of every file a glob (or a plain path) matches, sorted."""
+  fs, _ = filesystem(pattern)
+  path = fsspec.core.strip_protocol(pattern)
+  if fsspec.core.has_magic(pattern):
+    found = retrying(lambda: fs.glob(path, detail=True), f"matching {pattern}")
+  else:
+    try:
+      found = {path: retrying(lambda: fs.info(path), f"looking up {pattern}")}
+    except FileNotFoundError:
+      found = {}
+  return [(local_or_url(fs, p), int(info.get("size") or 0)) for p, info in sorted(found.items())
+          if info.get("type") != "directory"]
+
+
+def local_or_url(fs, path: str) -> str:
+  """A path as the user would recognise it: absolute for local files, the full URL otherwise."""
+  return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)

@@ -14,12 +14,12 @@ import logging
 import sys
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import io, manifest, outputs
-from pipeline.records import Scored
-from pipeline.run import _runner
+from pipeline import io, layout, manifest, outputs, shards
+from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
 
@@ -34,31 +34,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _kept_of_chunk(scores_path: str, threshold: float):
-  """(source, (chunk name, [kept scores])) for one scores/ file."""
+  """(source, (chunk name, kept rows, their scores, their int_scores)) for one scores/ file."""
   fs, path = io.filesystem(scores_path)
-  with fs.open(path, "rb") as f:
-    rows = pq.read_table(f).to_pylist()
+  table = io.retrying(lambda: pq.read_table(fs.open(path, "rb")), f"reading {scores_path}")
+  if not table.num_rows:
+    return
   name = scores_path.rsplit("/", 1)[-1][:-len(".parquet")]
-  kept = [Scored(**r) for r in rows if r["int_score"] >= threshold]
-  if rows:
-    yield rows[0]["source"], (name, kept)
+  int_score = table["int_score"].to_numpy()
+  kept = np.flatnonzero(int_score >= threshold)
+  yield table["source"][0].as_py(), (name, table["row"].to_numpy()[kept].tolist(),
+                                     table["score"].to_numpy()[kept], int_score[kept])
 
 
-def _write_shard(element, edu_output: str, threshold: float) -> dict:
+def _write_shard(element, edu_output: str, max_record_bytes: int) -> dict:
   """Reads the shard once, up to its last kept row, and writes each chunk's edu file."""
   source, chunks = element
   chunks = list(chunks)
-  wanted = {s.row for _, kept in chunks for s in kept}
+  wanted = {row for _, rows, _, _ in chunks for row in rows}
   originals = {}
   if wanted:
     last = max(wanted)
-    for row, item in io.iter_rows(source):
+    for row, item in shards.iter_records(source, max_record_bytes):
       if row in wanted:
         originals[row] = item
-      if row >= last:
+      if row is not None and row >= last:
         break
-  for name, kept in chunks:
-    outputs.write_edu(edu_output, name, kept, originals, threshold)
+  for name, rows, score, int_score in chunks:
+    io.write_bytes_atomic(io.join(edu_output, f"{name}.parquet"),
+                          outputs.edu_bytes([originals[r] for r in rows], score, int_score))
   return {"source": source, "kept": len(wanted)}
 
 
@@ -80,19 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: --threshold must be within 0..5, got {o.threshold}", file=sys.stderr)
     return 2
   edu_output = o.edu_output or io.join(output, f"edu_t{o.threshold:g}")
-  if edu_output.rstrip("/") == io.join(output, outputs.EDU):
+  if edu_output.rstrip("/") == io.join(output, layout.EDU):
     print("error: --edu_output must not be the run's own edu/", file=sys.stderr)
     return 2
-  scores = [io.join(output, outputs.SCORES, n) for n in io.list_names(io.join(output, outputs.SCORES), ".parquet")]
-  if not scores or not io.exists(io.join(output, manifest.RUN_MANIFEST)):
-    print(f"error: {output} holds no scoring run (no scores/ or {manifest.RUN_MANIFEST})", file=sys.stderr)
+  run_manifest = io.join(output, manifest.RUN_MANIFEST)
+  if not io.exists(run_manifest):
+    print(f"error: {output} holds no scoring run (no {manifest.RUN_MANIFEST})", file=sys.stderr)
     return 2
-  with beam.Pipeline(runner=_runner(options), options=options) as p:
+  max_record_bytes = json.loads(io.read_bytes(run_manifest)).get("max_record_bytes", 1 << 62)
+  scores_dir = io.join(output, layout.SCORES)
+  with beam.Pipeline(runner=make_runner(options), options=options) as p:
     (p
-     | "ScoresFiles" >> beam.Create(scores)
+     | "Output" >> beam.Create([scores_dir])  # listed by a worker: nothing per chunk in the graph
+     | "ScoresFiles" >> beam.FlatMap(lambda d: [io.join(d, n) for n in io.list_names(d, ".parquet")])
+     | "Spread" >> beam.Reshuffle()
      | "Kept" >> beam.FlatMap(_kept_of_chunk, o.threshold)
-     | "ByShard" >> beam.GroupByKey()
-     | "WriteEdu" >> beam.Map(_write_shard, edu_output, o.threshold)
+     | "ByShard" >> beam.GroupByKey()  # row numbers and scores only, never documents
+     | "WriteEdu" >> beam.Map(_write_shard, edu_output, max_record_bytes)
      | "All" >> beam.combiners.ToList()
      | "Stats" >> beam.Map(_finish, edu_output, o.threshold))
   return 0

@@ -1,7 +1,7 @@
 """`python -m pipeline.run`: score web-crawl shards and keep the educational ones.
 
 Parses options, checks the model and the output directory, and runs the graph of
-`pipeline.transforms` on the chosen Beam runner. See ../shared/contracts.md for the outputs.
+`pipeline.transforms` on the chosen Beam runner. docs/contracts.md says what it writes.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from model.config import ModelConfig
-from pipeline import io, manifest, outputs, stats, transforms
-from pipeline.handler import NAMESPACE
+from pipeline import io, manifest, stats, transforms
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
+from pipeline.units import NAMESPACE
 
 log = logging.getLogger("koedu")
 
 
-def _runner(options: PipelineOptions):
+def make_runner(options: PipelineOptions):
   name = options.view_as(StandardOptions).runner
   if name in (None, "DirectRunner", "direct"):
     # Beam 2.77's DirectRunner first tries to download the Prism binary from GitHub; the
@@ -76,39 +76,40 @@ def main(argv: list[str] | None = None) -> int:
   except (ValueError, FileNotFoundError, hub.ModelUnavailable, manifest.OutputMismatch) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
+  except Exception as err:  # the job failed: a device, storage or worker fault; a rerun resumes
+    if stats.NO_SHARDS in str(err):  # raised by the workers that matched the globs
+      print(f"error: {stats.NO_SHARDS}: {', '.join(config.inputs) or config.input_manifest}", file=sys.stderr)
+      return 2
+    print(f"error: the run failed ({type(err).__name__}: {err}). Chunks already written are kept; "
+          "rerun the same command to finish the rest.", file=sys.stderr)
+    return 1
 
 
 def score(config: ScoringConfig, options: PipelineOptions) -> int:
+  """Checks the model and the output directory, then runs the graph. Reads nothing that grows
+  with the corpus: the workers match the shards and read the run's state."""
   started = time.time()
   info = hub.describe(config.model, allow_pickle=config.allow_pickle)  # fails before any work
   ModelConfig.from_hf_dict(info.config).check_max_length(config.max_length)
-  shards = io.expand_globs(list(config.inputs))
-  if not shards:
-    raise FileNotFoundError(f"--input {','.join(config.inputs)} matches no file")
   describing = bool(options.view_as(TestOptions).dry_run or
                     options.view_as(GoogleCloudOptions).template_location)
   manifest.check_or_write(config, info, write=not describing)
-  done = outputs.complete_shards(config.output)
-  todo = [s for s in shards if s not in done]
-  log.info("%d shards matched, %d already done, %d to score", len(shards), len(shards) - len(todo), len(todo))
-  run = stats.RunInfo(info.name, info.revision, info.digest, started, len(shards), len(todo))
   stats_path = io.join(config.output, stats.STATS)
-  if todo:
-    pipeline = beam.Pipeline(runner=_runner(options), options=options)
-    transforms.build(pipeline, config, todo, run, info)
-    result = pipeline.run()
-    if describing:
-      _write_job_file(options, result)
-      return 0
-    result.wait_until_finish()
-    log.info("beam metrics: %s", _counters(result))
-  elif not io.exists(stats_path):
-    stats.finish(config, run)  # an earlier run finished every shard but died before its stats
-  else:
-    log.info("every shard is already done; nothing changed")
+  run = stats.RunInfo(info.name, info.revision, info.digest, started,
+                      stats_existed=not describing and io.exists(stats_path))
+  pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+  transforms.build(pipeline, config, run, info)
+  result = pipeline.run()
+  if describing:
+    _write_job_file(options, result)
+    return 0
+  result.wait_until_finish()
+  log.info("beam metrics: %s", _counters(result))
+  report = json.loads(io.read_bytes(stats_path))
+  if run.stats_existed and report["started"] != stats.iso(run.started):
     # A scheduler's log should not read as if the rerun had scored anything itself.
     print(f"koedu: {config.output} was already complete; its stats.json, unchanged:")
-  print(stats.summary(json.loads(io.read_bytes(stats_path))))
+  print(stats.summary(report))
   return 0
 
 

@@ -1,15 +1,26 @@
-"""Run statistics: `stats.json` from every shard's marker, a score histogram, a short summary."""
+"""Run statistics: `stats.json`, combined in the pipeline from every unit's summary (this run's,
+and those earlier runs wrote), the score histogram picture, and the summary a local run prints.
+No pass over markers: a summary per unit holds its chunks' counts."""
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import io as _io
 import json
+import logging
 import time
+
+import apache_beam as beam
 
 from pipeline import io, outputs
 from pipeline.options import ScoringConfig
+
+log = logging.getLogger(__name__)
+NO_SHARDS = "the input matches no file"
+
+
+def iso(timestamp: float) -> str:
+  return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
 STATS = "stats.json"
 HISTOGRAM = "score_histogram.png"
@@ -21,53 +32,81 @@ class RunInfo:
   revision: str | None
   weights_digest: str
   started: float  # time.time() when the run started
-  shards_total: int  # shards the globs matched
-  shards_this_run: int  # shards not finished by an earlier run
+  stats_existed: bool  # stats.json was there when the run started: a rerun of a finished run
 
 
-def totals(markers: list[dict]) -> dict:
-  t = collections.Counter()
-  reasons = collections.Counter()
-  histogram = [0] * 6
-  fine = [0] * (len(outputs.SCORE_BINS) - 1)
-  for m in markers:
-    t.update({k: m[k] for k in ("records", "scored", "kept", "errored", "tokens", "truncated")})
-    reasons.update(m["errors_by_reason"])
-    histogram = [a + b for a, b in zip(histogram, m["int_score_histogram"])]
-    fine = [a + b for a, b in zip(fine, m["score_histogram"])]
-  return {"records_read": t["records"], "scored": t["scored"], "kept": t["kept"],
-          "errored": t["errored"], "errors_by_reason": dict(sorted(reasons.items())),
-          "tokens": t["tokens"], "truncated": t["truncated"],
-          "int_score_histogram": {str(i): n for i, n in enumerate(histogram)},
-          "score_histogram": {"bin_edges": [float(e) for e in outputs.SCORE_BINS], "counts": fine}}
+class SumStats(beam.CombineFn):
+  """What every unit summary (this run's and earlier runs') and every shard's plan add up to."""
+
+  def create_accumulator(self):
+    return {"totals": outputs.empty_totals(), "this_run": outputs.empty_totals(), "matched": 0,
+            "shards_this_run": 0, "units": 0, "units_this_run": 0, "precision": []}
+
+  def add_input(self, acc, element):
+    kind, value = element
+    if kind == "shard":
+      acc["matched"] += value["matched"]
+      acc["shards_this_run"] += value["this_run"]
+    else:
+      counts = {k: value[k] for k in outputs.empty_totals()}
+      outputs.add(acc["totals"], counts)
+      acc["units"] += 1
+      if kind == "new":
+        outputs.add(acc["this_run"], value["this_attempt"])
+        acc["units_this_run"] += 1
+      if value.get("precision") and value["precision"] not in acc["precision"]:
+        acc["precision"] = sorted(acc["precision"] + [value["precision"]])
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    accumulators = list(accumulators)
+    merged = self.create_accumulator()
+    for acc in accumulators:
+      outputs.add(merged["totals"], acc["totals"])
+      outputs.add(merged["this_run"], acc["this_run"])
+      for k in ("matched", "shards_this_run", "units", "units_this_run"):
+        merged[k] += acc[k]
+      merged["precision"] = sorted(set(merged["precision"]) | set(acc["precision"]))
+    return merged
+
+  def extract_output(self, acc):
+    return acc
 
 
-def finish(config: ScoringConfig, run: RunInfo) -> dict:
-  """Writes stats.json (and the histogram picture) from every marker in the output."""
-  markers = outputs.read_markers(config.output)
-  wall = time.time() - run.started
-  report = totals(markers)
-  this_run_scored = run_scored(markers, run)
-  report.update({
-      "shards": {"matched": run.shards_total, "complete": len(outputs.complete_shards(config.output)),
-                 "this_run": run.shards_this_run},
-      "chunks": len(markers),
-      "model": run.model, "model_revision": run.revision, "weights_digest": run.weights_digest,
-      "threshold": config.threshold, "max_length": config.max_length,
-      "text_field": config.text_field, "id_field": config.id_field,
-      "started": datetime.datetime.fromtimestamp(run.started, datetime.timezone.utc).isoformat(),
-      "wall_time_seconds": round(wall, 3),
-      "documents_per_second": round(this_run_scored / wall, 3) if wall > 0 else None,
-      "scored_this_run": this_run_scored,
-  })
-  io.write_bytes_atomic(io.join(config.output, STATS), json.dumps(report, indent=2).encode())
-  io.write_bytes_atomic(io.join(config.output, HISTOGRAM), histogram_png(report, config.threshold))
-  return report
+def report(acc: dict, config: ScoringConfig, run: RunInfo) -> dict:
+  t, wall = acc["totals"], time.time() - run.started
+  this_run = acc["this_run"]["scored"]
+  return {"records_read": t["records"], "scored": t["scored"], "kept": t["kept"], "errored": t["errored"],
+          "errors_by_reason": t["errors_by_reason"], "tokens": t["tokens"], "truncated": t["truncated"],
+          "int_score_histogram": {str(i): n for i, n in enumerate(t["int_score_histogram"])},
+          "score_histogram": {"bin_edges": [float(e) for e in outputs.SCORE_BINS],
+                              "counts": t["score_histogram"]},
+          "shards": {"matched": acc["matched"], "complete": acc["matched"], "this_run": acc["shards_this_run"]},
+          "units": acc["units"], "chunks": t["chunks"],
+          "model": run.model, "model_revision": run.revision, "weights_digest": run.weights_digest,
+          "precision": acc["precision"][0] if len(acc["precision"]) == 1 else acc["precision"],
+          "threshold": config.threshold, "max_length": config.max_length,
+          "text_field": config.text_field, "id_field": config.id_field,
+          "started": iso(run.started),
+          "wall_time_seconds": round(wall, 3),
+          "documents_per_second": round(this_run / wall, 3) if wall > 0 else None,
+          "scored_this_run": this_run}
 
 
-def run_scored(markers: list[dict], run: RunInfo) -> int:
-  """Documents scored by this run: markers written since it started."""
-  return sum(m["scored"] for m in markers if m.get("written", 0) >= run.started)
+def finish(acc: dict, config: ScoringConfig, run: RunInfo) -> dict | None:
+  """Writes stats.json and the histogram picture, unless this run found nothing to do in a
+  finished output (a rerun changes nothing). Raises when the input matched no shard."""
+  if not acc["matched"]:
+    raise FileNotFoundError(f"{NO_SHARDS}: {config.input or config.input_manifest}")
+  if not acc["units_this_run"] and run.stats_existed:
+    log.info("every shard was already done; stats.json left as it was")
+    return None
+  if len(acc["precision"]) > 1:
+    log.warning("this output holds scores computed at several precisions: %s", acc["precision"])
+  result = report(acc, config, run)
+  io.write_bytes_atomic(io.join(config.output, STATS), json.dumps(result, indent=2).encode())
+  io.write_bytes_atomic(io.join(config.output, HISTOGRAM), histogram_png(result, config.threshold))
+  return result
 
 
 def histogram_png(report: dict, threshold: float) -> bytes:

@@ -1,113 +1,73 @@
 """The scoring graph, as a list of small steps:
 
-  shards -> read into chunks of consecutive records (documents + rejected), skipping done chunks
-  chunks -> RunInference (tokenize, pack, score)
-  scored chunks -> write scores/, edu/, errors/ and the chunk's marker -> run statistics
+  globs (or a manifest) -> shards matched on the workers -> (shard key, source, size)
+  16 partitions of _done/ and _units/ -> listed on the workers -> (shard key, finished chunk or unit)
+  both, grouped by shard key -> units left to score        | summaries of finished units
+  units -> spread over the workers -> read, parse, tokenize, score, write: fused, one unit at a time
+  unit summaries (new and earlier) + shard counts -> summed -> stats.json, score_histogram.png
 
-No step groups by shard: a group would hold every write back until the whole corpus is scored,
-and a run killed at 90% would then have nothing to resume from.
+The one shuffle (the group by shard key, and the spreading of units) carries shard
+descriptors and file names, never documents: each unit's records are read by the worker that
+scores and writes them, so the first outputs appear while most shards are still unread, and
+nothing waits on the corpus being read first.
 """
 from __future__ import annotations
 
-import logging
-
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
 
 from model.hub import ModelInfo
-from pipeline import io, outputs, stats
-from pipeline.handler import NAMESPACE, KoeduModelHandler, ScoredChunk
+from pipeline import io, layout, plan, stats
 from pipeline.options import ScoringConfig
-from pipeline.records import Chunk, Rejected, parse
-
-log = logging.getLogger(__name__)
+from pipeline.units import ScoreUnits
 
 
-class ReadShard(beam.DoFn):
-  """A shard as chunks of `chunk_size` records; chunks an earlier run finished are skipped."""
-
-  def __init__(self, config: ScoringConfig):
-    self._config = config
-    self._read = Metrics.counter(NAMESPACE, "records_read")
-    self._errored = Metrics.counter(NAMESPACE, "records_errored")
-
-  def process(self, source: str):
-    c = self._config
-    done = outputs.done_chunks(c.output, source)
-    chunk = Chunk(source, 0, [], [], {})
-    try:
-      for row, item in io.iter_rows(source):
-        index = row // c.chunk_size
-        if index != chunk.index:
-          yield from self._emit(chunk, done)
-          chunk = Chunk(source, index, [], [], {})
-        if index in done:
-          continue
-        self._read.inc()
-        record = parse(source, row, item, c.text_field, c.id_field)
-        if isinstance(record, Rejected):
-          self._errored.inc()
-          chunk.rejected.append(record)
-        else:
-          chunk.documents.append(record)
-          chunk.originals[row] = item
-    except io.ShardError as err:
-      self._errored.inc()
-      if err.row is not None:  # where a shard broke off counts as one (unreadable) record
-        self._read.inc()
-      log.warning("%s: %s", source, err.reason)
-      chunk.rejected.append(Rejected(source, err.row, err.reason, ""))
-    yield from self._emit(chunk, done)
-    outputs.write_shard_manifest(c.output, source, chunk.index + 1)
-
-  @staticmethod
-  def _emit(chunk: Chunk, done: set[int]):
-    if chunk.index not in done:
-      yield chunk
+def _read_summary(output: str):
+  def read(entry):
+    import json
+    key, unit, units = entry
+    return json.loads(io.read_bytes(layout.summary_path(output, key, unit, units)))
+  return read
 
 
-class WriteChunk(beam.DoFn):
-  """One chunk's scores/, edu/, errors/ and marker."""
-
-  def __init__(self, config: ScoringConfig):
-    self._config = config
-    self._kept = Metrics.counter(NAMESPACE, "records_kept")
-
-  def process(self, result: ScoredChunk):
-    chunk = result.chunk
-    written = outputs.write_chunk(self._config.output, chunk.source, chunk.index, result.scored,
-                                  chunk.rejected + result.failed, chunk.originals,
-                                  self._config.threshold)
-    self._kept.inc(written["kept"])
-    log.info("wrote %s chunk %d: %d scored, %d kept, %d errors", chunk.source, chunk.index,
-             written["scored"], written["kept"], written["errored"])
-    yield written
+def _prior_needed(entry, units_this_run: int, stats_existed: bool):
+  # A rerun with nothing to do leaves stats.json as it is: no need to read what it sums.
+  return units_this_run > 0 or not stats_existed
 
 
-def _inference_failed(element) -> ScoredChunk:
-  """A chunk the model could not score: its documents go to errors/ with the reason."""
-  batch, error = element
-  # Beam gives (exception type, repr, traceback); keep the first two.
-  what = f"{error[0].__name__}: {error[1]}" if isinstance(error, tuple) else repr(error)
-  (chunk,) = batch  # batches hold one chunk
-  failed = [Rejected(d.source, d.row, f"inference_failed: {what}", d.text) for d in chunk.documents]
-  return ScoredChunk(chunk, [], failed)
-
-
-def build(pipeline: beam.Pipeline, config: ScoringConfig, shards: list[str], run: stats.RunInfo,
-          model: ModelInfo) -> None:
-  """Adds the scoring steps for `shards` to `pipeline`."""
-  chunks = (pipeline
-            | "Shards" >> beam.Create(shards)
-            | "SpreadShards" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadShard(config))
-            # One shard is read by one worker; its chunks should be scored by all of them.
-            | "SpreadChunks" >> beam.Reshuffle())
-  scored, dead = chunks | "Score" >> RunInference(
-      KoeduModelHandler(config, model)).with_exception_handling()
-  failed = dead.failed_inferences | "FailedChunks" >> beam.Map(_inference_failed)
-  (((scored, failed) | "AllChunks" >> beam.Flatten())
-   | "Write" >> beam.ParDo(WriteChunk(config))
-   | "CountChunks" >> beam.combiners.Count.Globally()
-   | "WriteStats" >> beam.Map(lambda _, c=config, r=run: stats.finish(c, r)))
+def build(pipeline: beam.Pipeline, config: ScoringConfig, run: stats.RunInfo, model: ModelInfo) -> None:
+  """Adds the scoring steps to `pipeline`."""
+  if config.input_manifest:
+    shards = (pipeline
+              | "Manifest" >> beam.Create([config.input_manifest])
+              | "ReadManifest" >> beam.ParDo(plan.ReadManifest())
+              | "SpreadListed" >> beam.Reshuffle()
+              | "SizeShards" >> beam.ParDo(plan.SizeShard()))
+  else:
+    shards = (pipeline
+              | "Globs" >> beam.Create(list(config.inputs))
+              | "MatchShards" >> beam.ParDo(plan.MatchShards()))
+  keyed = shards | "KeyShards" >> beam.Map(lambda s: (io.shard_key(s[0]), s))
+  state = (pipeline
+           | "Partitions" >> beam.Create([(kind, p) for kind in (layout.DONE, layout.UNITS)
+                                          for p in layout.PARTITIONS])
+           | "ListState" >> beam.ParDo(plan.ListState(config.output)))
+  planned = ({"shard": keyed, "state": state}
+             | "ByShard" >> beam.CoGroupByKey()
+             | "Plan" >> beam.ParDo(plan.PlanShard(config.output, config.unit_bytes)).with_outputs(
+                 plan.PRIOR, plan.SHARD, main="units"))
+  units = planned.units
+  units_this_run = beam.pvalue.AsSingleton(units | "CountUnits" >> beam.combiners.Count.Globally())
+  new = (units
+         | "SpreadUnits" >> beam.Reshuffle()
+         | "ScoreUnits" >> beam.ParDo(ScoreUnits(config, model))
+         | "New" >> beam.Map(lambda summary: ("new", summary)))
+  prior = (planned[plan.PRIOR]
+           | "IfStatsNeeded" >> beam.Filter(_prior_needed, units_this_run, run.stats_existed)
+           | "SpreadPrior" >> beam.Reshuffle()
+           | "ReadPrior" >> beam.Map(_read_summary(config.output))
+           | "Prior" >> beam.Map(lambda summary: ("prior", summary)))
+  shard_counts = planned[plan.SHARD] | "Shards" >> beam.Map(lambda counts: ("shard", counts))
+  ((new, prior, shard_counts)
+   | "Everything" >> beam.Flatten()
+   | "Sum" >> beam.CombineGlobally(stats.SumStats())
+   | "WriteStats" >> beam.Map(stats.finish, config, run))

@@ -16,6 +16,9 @@ from model.recipe import int_scores
 from pipeline import io as shard_io
 
 RAW_CHARS = 1000  # of a bad row kept in the report: enough to find it, not a copy of the corpus
+# As scoring's --max_record_bytes default: a record larger than this is a bad row, read past
+# without being held, so the reader's memory is bounded whatever the data holds.
+MAX_RECORD_BYTES = 16 << 20
 LABEL_RANGE = (0.0, 5.0)
 
 
@@ -57,7 +60,7 @@ def expand(patterns) -> list[str]:
   """Every shard the globs match; a glob matching nothing is an error, not an empty corpus."""
   found = []
   for pattern in patterns:
-    matches = shard_io.expand_globs([pattern])
+    matches = [source for source, _ in shard_io.match(pattern)]
     if not matches:
       raise FileNotFoundError(f"no shard matches {pattern!r}")
     found += matches
@@ -65,12 +68,16 @@ def expand(patterns) -> list[str]:
 
 
 def parse(item, text_field: str, label_field: str) -> tuple[str, float]:
+  if isinstance(item, TooLarge):
+    raise BadRow("record_too_large")
   if isinstance(item, bytes):
     if not item.strip():
       raise BadRow("blank_line")
+    if json_depth_exceeds(item):
+      raise BadRow("too_deep")
     try:
       item = json.loads(item)
-    except ValueError:
+    except (ValueError, RecursionError):
       raise BadRow("invalid_json") from None
   if not isinstance(item, dict):
     raise BadRow("not_an_object")
@@ -96,18 +103,20 @@ def read(patterns, text_field: str, label_field: str, report: DataReport | None 
   texts, labels = [], []
   for source in expand(patterns):
     report.shards += 1
-    try:
-      for row, item in shard_io.iter_rows(source):
-        report.rows += 1
-        try:
-          text, label = parse(item, text_field, label_field)
-        except BadRow as err:
-          report.reject(source, row, str(err), item)
-          continue
-        texts.append(text)
-        labels.append(label)
-    except shard_io.ShardError as err:  # unreadable, unsupported, or broken off at err.row
-      report.reject(source, err.row, err.reason, None)
+    # The scoring pipeline's reader: storage faults are retried and then raised (the run
+    # fails, a rerun reads again); only what lies in the bytes becomes a bad row.
+    for row, item in shards.iter_records(source, MAX_RECORD_BYTES):
+      if isinstance(item, Rejected):  # unreadable, unsupported, or broken off at `row`
+        report.reject(source, row, item.reason, None)
+        continue
+      report.rows += 1
+      try:
+        text, label = parse(item, text_field, label_field)
+      except BadRow as err:
+        report.reject(source, row, str(err), item.head if isinstance(item, TooLarge) else item)
+        continue
+      texts.append(text)
+      labels.append(label)
   raw = np.asarray(labels, np.float32)
   clipped = np.clip(raw, *LABEL_RANGE)
   report.clipped += int(np.sum(clipped != raw))

@@ -52,6 +52,44 @@ def test_dataflow_job_description_offline(spread_model, tmp_path):
   assert options["model"] == f"gs://{gcs.BUCKET}/models/tiny" and options["max_length"] == 64
   graph = json.loads((tmp_path / "job.json.pipeline.json").read_text())
   names = {t["uniqueName"] for t in graph["components"]["transforms"].values()}
-  for step in ("Read", "Score/BeamML_RunInference", "Write", "WriteStats"):
+  for step in ("MatchShards", "ListState", "Plan", "ScoreUnits", "WriteStats"):
     assert step in names, (step, sorted(names))
+  assert_no_shuffle_carries_documents(graph)
+  # Nothing that grows with the corpus in the graph: the globs, not the shards they match.
+  assert "crawl/web-" not in json.dumps(graph)
   assert "error" not in proc.stderr.lower()
+
+
+# Steps whose output is a descriptor: a glob's matches (source, size), a listed file name, a
+# unit to score (source, size, unit), a unit's summary (counts), a shard's plan counts, and the
+# constants the graph starts from. None holds a document: records are read inside ScoreUnits,
+# by the worker that scores them.
+DESCRIPTOR_STEPS = {"KeyShards", "ListState", "Plan", "ReadManifest", "SizeShards", "CountUnits",
+                    "New", "Prior", "Shards", "Everything", "IfStatsNeeded", "ReadPrior",
+                    "Globs", "Manifest", "Partitions"}
+
+
+def assert_no_shuffle_carries_documents(graph: dict) -> None:
+  transforms = {t["uniqueName"]: t for t in graph["components"]["transforms"].values()}
+  producer = {}
+  for t in transforms.values():
+    if not t.get("subtransforms"):  # leaves produce what their composites pass on
+      for pcoll in t.get("outputs", {}).values():
+        producer[pcoll] = t["uniqueName"]
+
+  def main_input(t):
+    inputs = {k: v for k, v in t.get("inputs", {}).items() if not k.startswith("side")}
+    return next(iter(inputs.values()), None)
+
+  shuffles = [t for t in transforms.values() if t.get("spec", {}).get("urn") == "beam:transform:group_by_key:v1"]
+  assert len(shuffles) >= 4, [t["uniqueName"] for t in shuffles]
+  for shuffle in shuffles:
+    # Walk back from the shuffle to the first step outside its own composite (or the root of
+    # it): that step made what the shuffle carries.
+    top, source = shuffle["uniqueName"].split("/")[0], shuffle["uniqueName"]
+    while source.split("/")[0] == top:
+      pcoll = main_input(transforms[source])
+      if pcoll is None:  # a root: the composite creates its own elements
+        break
+      source = producer[pcoll]
+    assert source.split("/")[0] in DESCRIPTOR_STEPS, (shuffle["uniqueName"], source)

@@ -2,6 +2,7 @@
 and multi-process workers give the same scores."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -33,14 +34,11 @@ def write_corpus(root) -> dict:
 
 
 def markers(output) -> dict[str, bytes]:
-  directory = os.path.join(output, "_done")
-  if not os.path.isdir(directory):
-    return {}
+  """Every chunk's done-marker (spread over _done/<partition>/), by file name."""
   out = {}
-  for n in os.listdir(directory):
-    if n.endswith(".json"):
-      with open(os.path.join(directory, n), "rb") as f:
-        out[n] = f.read()
+  for path in glob.glob(os.path.join(output, "_done", "*", "*.json")):
+    with open(path, "rb") as f:
+      out[os.path.basename(path)] = f.read()
   return out
 
 

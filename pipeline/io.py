@@ -172,8 +172,17 @@ def read_bytes(path: str) -> bytes:
 
 
 def exists(path: str) -> bool:
+  """Whether the file is there. Not fsspec's exists(), which answers False to any error: a
+  timeout would read as "no _run.json yet", and the run's settings would be overwritten."""
   fs, target = filesystem(path)
-  return retrying(lambda: fs.exists(target), f"looking for {path}")
+
+  def look():
+    try:
+      fs.info(target)
+      return True
+    except FileNotFoundError:
+      return False
+  return retrying(look, f"looking for {path}")
 
 
 def list_names(directory: str, suffix: str = "") -> list[str]:

@@ -59,6 +59,33 @@ def train_tokenizer(out_dir: str, vocab_size: int = 600, seed: int = 0) -> int:
   return tok.get_vocab_size()
 
 
+def train_xlmr_like_tokenizer(out_dir: str, seed: int = 0) -> str:
+  """A SentencePiece Unigram model trained here with XLM-R's normalization rules (nmt_nfkc, the
+  precompiled character map), saved as XLM-R's fast tokenizer with XLM-R's tokenizer.json
+  pipeline (Precompiled + collapse of space runs, Metaspace): what users load for KoE5, small."""
+  import sentencepiece
+  from sentencepiece import sentencepiece_model_pb2
+  from tokenizers import Regex, normalizers, pre_tokenizers
+  from transformers import XLMRobertaTokenizerFast
+  os.makedirs(out_dir, exist_ok=True)
+  texts = korean_sentences(2000, seed=seed) + ["ＡＢＣ　１２３ ﬃ ㍿ café naïve Straße 東京 ✓ 🙂 ①"] * 5
+  prefix = os.path.join(out_dir, "sentencepiece.bpe")
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=400, hard_vocab_limit=False,
+      model_type="unigram", normalization_rule_name="nmt_nfkc", pad_id=1, unk_id=3, bos_id=0,
+      eos_id=2, minloglevel=2)
+  proto = sentencepiece_model_pb2.ModelProto()
+  with open(prefix + ".model", "rb") as f:
+    proto.ParseFromString(f.read())
+  fast = XLMRobertaTokenizerFast(vocab_file=prefix + ".model")
+  fast.backend_tokenizer.normalizer = normalizers.Sequence([
+      normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+      normalizers.Replace(Regex(" {2,}"), " ")])
+  fast.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+  fast.save_pretrained(out_dir)
+  return out_dir
+
+
 def save_checkpoint(out_dir: str, *, hidden_size: int = 36, num_hidden_layers: int = 3,
                     num_attention_heads: int = 3, intermediate_size: int = 52,
                     max_position_embeddings: int = 130, seed: int = 0,

@@ -1,0 +1,167 @@
+"""`python -m pipeline.run` with faults injected into its real code path, for the fault tests.
+
+    KOEDU_FAULTS='{"device_failures": 3}' python -m tests.pipeline.faults --input ... --output ...
+
+Faults (JSON in KOEDU_FAULTS):
+- "device_failures": N (-1: always), "device_fail_after": M (default 0): after M good batches,
+  the next N batches the encoder runner dispatches raise JaxRuntimeError("INTERNAL: ..."), as a
+  TPU halting does; the probe batch goes through the same path, so it fails while the device
+  does.
+- "fs_every": K: URLs `faulty://<path>` reach the local file at <path>, but every K-th call of
+  each kind (listing, lookup, open, read, write, delete) raises ConnectionResetError, as a
+  flaky network does. Writes land whole or not at all, as object stores do.
+- "kill_before": "edu/", "kill_on": N: SIGKILL the process when it is about to write its N-th
+  file whose path holds that text: a crash between a chunk's outputs.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractFileSystem
+
+FAULTS = json.loads(os.environ.get("KOEDU_FAULTS", "{}"))
+_calls = collections.Counter()
+_lock = threading.Lock()
+
+
+def _maybe_fail(kind: str) -> None:
+  every = FAULTS.get("fs_every")
+  if not every:
+    return
+  with _lock:
+    _calls[kind] += 1
+    n = _calls[kind]
+  if n % every == 0:
+    raise ConnectionResetError(f"injected: {kind} call {n} reset by peer")
+
+
+def _maybe_kill(path: str) -> None:
+  text = FAULTS.get("kill_before")
+  if text and text in path:
+    with _lock:
+      _calls["kill"] += 1
+      n = _calls["kill"]
+    if n == FAULTS.get("kill_on", 1):
+      os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Reader(io.RawIOBase):
+  def __init__(self, f):
+    self._f = f
+
+  def readable(self):
+    return True
+
+  def seekable(self):
+    return True
+
+  def readinto(self, buffer):
+    _maybe_fail("read")
+    data = self._f.read(len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
+
+  def seek(self, offset, whence=0):
+    return self._f.seek(offset, whence)
+
+  def tell(self):
+    return self._f.tell()
+
+  def close(self):
+    self._f.close()
+    super().close()
+
+
+class _Writer(io.BytesIO):
+  def __init__(self, path: str):
+    super().__init__()
+    self._path = path
+
+  def close(self):
+    if not self.closed:
+      data = self.getvalue()
+      super().close()
+      _maybe_kill(self._path)
+      _maybe_fail("write")  # nothing written: the upload failed
+      os.makedirs(os.path.dirname(self._path), exist_ok=True)
+      partial = f"{self._path}.{uuid.uuid4().hex}.partial"
+      with open(partial, "wb") as f:
+        f.write(data)
+      os.replace(partial, self._path)
+
+
+class FaultyFileSystem(AbstractFileSystem):
+  protocol = "faulty"
+  root_marker = "/"
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._local = LocalFileSystem()
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    path = path[len("faulty://"):] if path.startswith("faulty://") else path
+    return "/" + path.lstrip("/") if path else "/"
+
+  def ls(self, path, detail=True, **kwargs):
+    _maybe_fail("list")
+    return self._local.ls(path, detail=detail)
+
+  def info(self, path, **kwargs):
+    _maybe_fail("info")
+    return self._local.info(path)
+
+  def _open(self, path, mode="rb", **kwargs):
+    _maybe_fail("open")
+    if "r" in mode:
+      return io.BufferedReader(_Reader(open(path, "rb")))
+    return _Writer(path)
+
+  def rm_file(self, path):
+    _maybe_fail("delete")
+    self._local.rm_file(path)
+
+  def cat_file(self, path, start=None, end=None, **kwargs):
+    _maybe_fail("read")
+    return self._local.cat_file(path, start=start, end=end)
+
+
+def _inject_device_failures(count: int, after: int) -> None:
+  import jax
+
+  from model import runner
+  dispatch = runner.EncoderRunner.dispatch
+  state = {"left": count, "good": after}
+
+  def failing(self, batch):
+    with _lock:
+      fail = state["good"] <= 0 and state["left"] != 0
+      if fail and state["left"] > 0:
+        state["left"] -= 1
+      state["good"] -= 1
+    if fail:
+      raise jax.errors.JaxRuntimeError("INTERNAL: injected: TPU halted (core 0)")
+    return dispatch(self, batch)
+
+  runner.EncoderRunner.dispatch = failing
+
+
+def main() -> int:
+  fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)
+  if FAULTS.get("device_failures"):
+    _inject_device_failures(FAULTS["device_failures"], FAULTS.get("device_fail_after", 0))
+  from pipeline.run import main as run
+  return run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -12,6 +12,9 @@ Faults (JSON in KOEDU_FAULTS):
   flaky network does. Writes land whole or not at all, as object stores do.
 - "kill_before": "edu/", "kill_on": N: SIGKILL the process when it is about to write its N-th
   file whose path holds that text: a crash between a chunk's outputs.
+- "count_to": PATH: at exit, write how many calls of each kind `faulty://` received, by the
+  first path component under the output (scores, _done, ...) or "input", as JSON: {"launch":
+  what the launcher did before the graph was built, "run": everything}.
 """
 from __future__ import annotations
 
@@ -31,6 +34,44 @@ from fsspec.spec import AbstractFileSystem
 FAULTS = json.loads(os.environ.get("KOEDU_FAULTS", "{}"))
 _calls = collections.Counter()
 _lock = threading.Lock()
+
+
+_ops = collections.Counter()
+
+
+def _count(kind: str, path: str) -> None:
+  if FAULTS.get("count_to"):
+    with _lock:
+      _ops[f"{kind} {_area(path)}"] += 1
+
+
+def _area(path: str) -> str:
+  """Which part of the run a path belongs to: "input", or the output's first level."""
+  output = FAULTS.get("output", "")
+  if output and path.startswith(output):
+    rest = path[len(output):].strip("/")
+    return rest.split("/", 1)[0] if "/" in rest else (rest or ".")
+  return "input"
+
+
+_launch_ops = collections.Counter()
+
+
+def _write_counts() -> None:
+  if FAULTS.get("count_to"):
+    with open(FAULTS["count_to"], "w") as f:
+      json.dump({"launch": dict(_launch_ops), "run": dict(_ops)}, f, indent=1, sort_keys=True)
+
+
+def _snapshot_launch() -> None:
+  """What the launcher did is what was counted by the time it builds the graph."""
+  from pipeline import transforms
+  build = transforms.build
+
+  def counted(*args, **kwargs):
+    _launch_ops.update(_ops)
+    return build(*args, **kwargs)
+  transforms.build = counted
 
 
 def _maybe_fail(kind: str) -> None:
@@ -113,24 +154,29 @@ class FaultyFileSystem(AbstractFileSystem):
     return "/" + path.lstrip("/") if path else "/"
 
   def ls(self, path, detail=True, **kwargs):
+    _count("list", path)
     _maybe_fail("list")
     return self._local.ls(path, detail=detail)
 
   def info(self, path, **kwargs):
+    _count("info", path)
     _maybe_fail("info")
     return self._local.info(path)
 
   def _open(self, path, mode="rb", **kwargs):
+    _count("open" if "r" in mode else "write", path)
     _maybe_fail("open")
     if "r" in mode:
       return io.BufferedReader(_Reader(open(path, "rb")))
     return _Writer(path)
 
   def rm_file(self, path):
+    _count("delete", path)
     _maybe_fail("delete")
     self._local.rm_file(path)
 
   def cat_file(self, path, start=None, end=None, **kwargs):
+    _count("read", path)
     _maybe_fail("read")
     return self._local.cat_file(path, start=start, end=end)
 
@@ -156,6 +202,9 @@ def _inject_device_failures(count: int, after: int) -> None:
 
 
 def main() -> int:
+  import atexit
+  atexit.register(_write_counts)
+  _snapshot_launch()
   fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)
   if FAULTS.get("device_failures"):
     _inject_device_failures(FAULTS["device_failures"], FAULTS.get("device_fail_after", 0))

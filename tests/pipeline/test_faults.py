@@ -60,27 +60,20 @@ def assert_exactly_once(output: str, expected: dict) -> None:
   assert (stats["scored"], stats["errored"]) == (len(rows), len(errors))
 
 
-def test_device_that_recovers_within_the_retries(spread_model, tmp_path):
-  expected = write_corpus(str(tmp_path))
-  output = str(tmp_path / "out")
-  # The first real batches pass; then two dispatches (a batch, then the probe) fail.
-  proc = run_with_faults({"device_failures": 2, "device_fail_after": 3}, *args_for(str(tmp_path), output, spread_model))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "INTERNAL: injected" in proc.stderr and "the devices work again" in proc.stderr
-  assert_exactly_once(output, expected)
-
-
-def test_device_that_never_works_fails_the_run_and_a_rerun_completes(spread_model, tmp_path):
+def test_device_faults_fail_the_run_or_are_retried_never_dead_lettered(spread_model, tmp_path):
   expected = write_corpus(str(tmp_path))
   output = str(tmp_path / "out")
   args = args_for(str(tmp_path), output, spread_model)
+  # A device that never works: the run fails naming the error, and leaves no trace of it.
   proc = run_with_faults({"device_failures": -1}, *args)
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert "INTERNAL: injected: TPU halted" in proc.stderr and "rerun" in proc.stderr
   assert markers(output) == [] and not glob.glob(os.path.join(output, "errors", "*"))
-  # The device fails for the first calls of the next run too, then works: a rerun finishes.
-  proc = run_with_faults({"device_failures": 2}, *args)
+  # The rerun meets a device that halts mid-run (a batch, then the probe fail) and recovers:
+  # every record is scored in this one run, none dead-lettered.
+  proc = run_with_faults({"device_failures": 2, "device_fail_after": 3}, *args)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "INTERNAL: injected" in proc.stderr and "the devices work again" in proc.stderr
   assert_exactly_once(output, expected)
 
 

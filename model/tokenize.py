@@ -29,6 +29,7 @@ _LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Precompiled", "Lowercase", 
                       "StripAccents", "Prepend", "BertNormalizer", "Nmt"}
 _WHITESPACE_SPLITS = {"Metaspace", "WhitespaceSplit", "Whitespace", "BertPreTokenizer"}
 _LOCAL_PRE_TOKENIZERS = _WHITESPACE_SPLITS | {"Punctuation", "Digits", "UnicodeScripts"}
+_LOAD_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,19 +45,17 @@ class DocumentTokenizer:
     self.model_dir = model_dir
     self.max_length = max_length
     self._backend = None
-    self._lock = threading.Lock()
 
   def __getstate__(self):
     return {"model_dir": self.model_dir, "max_length": self.max_length, "_backend": None}
 
   def __setstate__(self, state):
     self.__dict__.update(state)
-    self._lock = threading.Lock()
 
   def load(self) -> "DocumentTokenizer":
-    # Threads of one worker share this tokenizer; transformers' lazy imports are not safe to
-    # race ("cannot import name 'AutoTokenizer'"), so the first load is serialised.
-    with self._lock:
+    # transformers' lazy imports are not safe to race ("cannot import name 'AutoTokenizer'"):
+    # every load in the process is serialised, whichever tokenizer object it is for.
+    with _LOAD_LOCK:
       if self._backend is None:
         self._load()
     return self

@@ -1,11 +1,9 @@
 """Scoring a work unit: reading, parsing, tokenizing, scoring and writing it, fused in one step.
 
-Per worker process (`Worker`, loaded once in `DoFn.setup` and shared by every thread): the
-tokenizer, the device service (model/runner.py behind pipeline/device.py, or a proxy to the one
-process of the machine that owns the devices), a pool of host threads that tokenize, and a pool
-of writer threads. A unit's own thread only reads and parses; each chunk then goes through the
-pools, several chunks in flight, so reading, tokenizing, the devices and the uploads overlap
-across chunks and across the units other threads are scoring.
+A unit's own thread only reads and parses; each chunk then goes through the worker's pools
+(pipeline/worker.py): a host thread tokenizes it and packs it for the devices, the device
+thread scores it, a writer thread writes its outputs. Several chunks are in flight, across the
+units of a bundle too, so reading, tokenizing, the devices and the uploads all overlap.
 
 A failure of the tokenizer on a document is the document's: the chunk's texts are halved until
 the documents at fault are found, and those go to errors/ as `tokenizer_failed`. Everything
@@ -31,93 +29,12 @@ from pipeline import outputs, shards
 from pipeline.options import ScoringConfig
 from pipeline.outputs import ScoredChunk
 from pipeline.records import Document, Rejected, parse
+from pipeline.worker import Worker, load_worker, then
 
 log = logging.getLogger(__name__)
 NAMESPACE = "koedu"
-WRITER_THREADS = 16  # uploads wait on the network, not the CPU
 PROGRESS_EVERY_SECONDS = 30
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
-
-
-@dataclasses.dataclass
-class Worker:
-  tokenizer: DocumentTokenizer
-  service: object  # DeviceService, or a proxy to the process that owns the devices
-  host: concurrent.futures.ThreadPoolExecutor
-  writers: concurrent.futures.ThreadPoolExecutor
-  precision: str
-  local: bool  # the service lives in this process: it takes batches without a thread waiting
-
-  def start_scoring(self, ids: list[np.ndarray]) -> concurrent.futures.Future:
-    if not ids:
-      done = concurrent.futures.Future()
-      done.set_result(np.zeros(0, np.float32))
-      return done
-    if self.local:
-      return self.service.submit(ids)
-    return self.writers.submit(self.service.score, ids)  # a proxy's call blocks: a writer waits
-
-
-def then(pool: concurrent.futures.Executor, future: concurrent.futures.Future, fn) -> concurrent.futures.Future:
-  """fn(future's result) run on `pool` once the future is done, as a future; no thread waits."""
-  chained = concurrent.futures.Future()
-
-  def relay(inner):
-    if inner.exception() is not None:
-      chained.set_exception(inner.exception())
-    else:
-      chained.set_result(inner.result())
-
-  def start(done):
-    if done.exception() is not None:
-      chained.set_exception(done.exception())
-      return
-    try:
-      pool.submit(fn, done.result()).add_done_callback(relay)
-    except RuntimeError as err:  # the pool is shutting down
-      chained.set_exception(err)
-
-  future.add_done_callback(start)
-  return chained
-
-
-def load_device_service(config: ScoringConfig, info: ModelInfo):
-  """The devices' owner: the model fetched, verified, compiled for every shape and probed."""
-  from model import hub
-  from model.runner import load_runner
-  from model.text_scorer import enable_compilation_cache
-  from pipeline.device import DeviceService
-  enable_compilation_cache(config.compilation_cache_dir)
-  model_dir = hub.fetch(info, cache_dir=config.model_cache_dir)
-  runner = load_runner(model_dir, config.runner_config(), precision=config.dtype,
-                       allow_pickle=config.allow_pickle)
-  runner.warmup()  # once, here: never by threads racing each other for the same shape
-  tokenizer = DocumentTokenizer(model_dir, config.max_length).load()
-  if tokenizer.vocab_size > runner.model_config.vocab_size:
-    raise ValueError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
-                     f"{runner.model_config.vocab_size} embeddings")
-  probe = tokenizer(["", "koedu probe: 광합성은 식물이 빛 에너지를 화학 에너지로 바꾸는 과정이다."]).ids
-  service = DeviceService(runner, probe, retries=config.device_retries)
-  log.info("the devices are ready: %s precision, %s attention, %d %s device(s)", runner.runtime.precision,
-           runner.runtime.attention, runner.runtime.devices, runner.runtime.platform)
-  return service
-
-
-def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
-  from model import hub
-  local = not config.share_model_across_processes
-  if local:
-    service = load_device_service(config, info)
-  else:
-    from apache_beam.utils.multi_process_shared import MultiProcessShared
-    tag = f"koedu-devices-{info.content_digest[7:23]}-{config.dtype}-{config.max_length}"
-    service = MultiProcessShared(lambda: load_device_service(config, info), tag=tag,
-                                 always_proxy=True).acquire()
-  tokenizer = DocumentTokenizer(hub.fetch(info, cache_dir=config.model_cache_dir), config.max_length).load()
-  return Worker(tokenizer, service,
-                concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host"),
-                concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="koedu-write"),
-                service.describe()["precision"], local)
 
 
 def _scores_of(queued: concurrent.futures.Future) -> concurrent.futures.Future:
@@ -191,6 +108,15 @@ def tokenize_chunk(worker: Worker, source: str, index: int, documents, rejected,
   return pending, worker.start_scoring(ids)
 
 
+@dataclasses.dataclass
+class _UnitProgress:
+  unit: shards.Unit
+  totals: dict = dataclasses.field(default_factory=outputs.empty_totals)  # all its chunks
+  here: dict = dataclasses.field(default_factory=outputs.empty_totals)  # those scored by this attempt
+  pending: int = 0  # chunks submitted and not finished
+  read: bool = False  # every chunk of the unit submitted
+
+
 class ScoreUnits(beam.DoFn):
   """Unit descriptors in, unit summaries out; every output of the unit written on the way."""
 
@@ -218,32 +144,56 @@ class ScoreUnits(beam.DoFn):
                                           tag=("koedu-worker", self._info.content_digest))
     return self._worker
 
+  def start_bundle(self):
+    # Chunks in flight, oldest first, across units: while one unit's last chunks are on the
+    # devices and being written, the next unit is read. A unit's summary goes out once all its
+    # chunks are done, in order; the bundle's last ones at its end.
+    self._window = collections.deque()
+    self._units = collections.deque()
+
   def process(self, unit: shards.Unit):
     c, w = self._config, self._load()
-    totals, here = outputs.empty_totals(), outputs.empty_totals()
-    window = collections.deque()
-    depth = c.threads + 2  # chunks in flight per unit: one read, some tokenizing, one on the devices
-
-    def finish(future):
-      counts, new = future.result()
-      outputs.add(totals, counts)
-      if new:
-        outputs.add(here, counts)
-        self._count(counts)
-
+    state = _UnitProgress(unit)
+    self._units.append(state)
     for raw in shards.read_unit(unit, c.chunk_size, c.unit_bytes, c.max_record_bytes):
       if raw.done:
-        window.append(w.writers.submit(lambda i=raw.index: (outputs.read_marker(c.output, unit.source, i), False)))
+        future = w.writers.submit(lambda i=raw.index: (outputs.read_marker(c.output, unit.source, i), False))
       else:
         documents, rejected, originals = parse_chunk(raw, unit.source, c)
         queued = w.host.submit(tokenize_chunk, w, unit.source, raw.index, documents, rejected, originals)
-        scored = _scores_of(queued)
-        window.append(then(w.writers, scored, self._write))
-      while len(window) > depth:
-        finish(window.popleft())
-    while window:
-      finish(window.popleft())
-    yield outputs.write_summary(c.output, unit.source, unit.index, unit.count, totals, here, w.precision)
+        future = then(w.writers, _scores_of(queued), self._write)
+      state.pending += 1
+      self._window.append((state, future))
+      # Chunks in flight: one being read, some tokenizing, some on the devices or uploading.
+      while len(self._window) > c.threads + 2:
+        self._finish_oldest()
+      yield from self._summaries()
+    state.read = True
+    yield from self._summaries()
+
+  def finish_bundle(self):
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+    while self._window:
+      self._finish_oldest()
+    for summary in self._summaries():
+      yield WindowedValue(summary, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+  def _finish_oldest(self) -> None:
+    state, future = self._window.popleft()
+    counts, new = future.result()  # a machine fault raises here, and fails the bundle
+    outputs.add(state.totals, counts)
+    if new:
+      outputs.add(state.here, counts)
+      self._count(counts)
+    state.pending -= 1
+
+  def _summaries(self):
+    while self._units and self._units[0].read and not self._units[0].pending:
+      state = self._units.popleft()
+      u = state.unit
+      yield outputs.write_summary(self._config.output, u.source, u.index, u.count, state.totals,
+                                  state.here, self._worker.precision())
 
   def _write(self, pending_and_scores):
     chunk, scores = pending_and_scores

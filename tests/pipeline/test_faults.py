@@ -69,11 +69,12 @@ def test_device_faults_fail_the_run_or_are_retried_never_dead_lettered(spread_mo
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert "INTERNAL: injected: TPU halted" in proc.stderr and "rerun" in proc.stderr
   assert markers(output) == [] and not glob.glob(os.path.join(output, "errors", "*"))
-  # The rerun meets a device that halts mid-run (a batch, then the probe fail) and recovers:
-  # every record is scored in this one run, none dead-lettered.
+  # The rerun meets a device that halts mid-run for two calls and recovers (the batches are
+  # retried, with the probe when a retry fails too): every record is scored in this one run,
+  # none dead-lettered.
   proc = run_with_faults({"device_failures": 2, "device_fail_after": 3}, *args)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "INTERNAL: injected" in proc.stderr and "the devices work again" in proc.stderr
+  assert proc.stderr.count("INTERNAL: injected") >= 2
   assert_exactly_once(output, expected)
 
 

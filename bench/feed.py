@@ -1,0 +1,218 @@
+"""Keeping the accelerator fed: koedu's host path against the tokenizer alone, and a simulated
+device driven by the real host path.
+
+    python -m bench.feed [--documents 48000] [--label after]
+
+1. host: `python -m pipeline.run` as a whole process (exec to exit) over the benchmark
+   documents with a model that costs nothing (2 layers, width 32), against the checkpoint's
+   tokenizer alone encoding the same texts with every core (the Rust batch path, truncation
+   on, no Python around it). Also the rate once the devices are ready (start-up excluded).
+2. device: the same host path feeding a simulated accelerator that takes documents / rate
+   seconds per batch without holding the GIL (time.sleep), at 80% of the host path's rate from
+   (1); what fraction of the time from its first batch to its last it was busy.
+3. threads: (1) with --host_threads 1, 2, 4 ... up to the machine's cores.
+Each variant runs in its own process on a quiet machine (bench/common.py wait_until_quiet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from bench import common
+
+SHARD_DOCUMENTS = 4000
+READY = re.compile(r"^(\S+ \S+),\d+ INFO pipeline.units: the devices are ready")
+
+
+def nothing_model() -> str:
+  """A classifier that costs almost nothing to run (2 layers, width 32), with the benchmark
+  tokenizer: what is left of a run is its host path."""
+  out = os.path.join(common.BENCH_DIR, "xlmr-nothing")
+  if not os.path.exists(os.path.join(out, "config.json")):
+    from tests.checkpoints import save_checkpoint
+    save_checkpoint(out + ".tmp", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=common.MAX_POSITIONS,
+                    tokenizer_dir=common.tokenizer_dir(), seed=0)
+    os.rename(out + ".tmp", out)
+  return out
+
+
+def corpus(n: int) -> str:
+  directory = os.path.join(common.BENCH_DIR, f"feed-{n}")
+  if not os.path.exists(os.path.join(directory, "done")):
+    os.makedirs(directory, exist_ok=True)
+    texts = common.documents(n)
+    for s in range(0, n, SHARD_DOCUMENTS):
+      with open(os.path.join(directory, f"web-{s // SHARD_DOCUMENTS:05d}.jsonl"), "w", encoding="utf-8") as f:
+        for i, text in enumerate(texts[s:s + SHARD_DOCUMENTS]):
+          f.write(json.dumps({"id": f"doc-{s + i:06d}", "text": text}, ensure_ascii=False) + "\n")
+    open(os.path.join(directory, "done"), "w").close()
+  return directory
+
+
+def texts_of(directory: str) -> list[str]:
+  texts = []
+  for name in sorted(os.listdir(directory)):
+    if name.endswith(".jsonl"):
+      with open(os.path.join(directory, name), encoding="utf-8") as f:
+        texts += [json.loads(line)["text"] for line in f]
+  return texts
+
+
+# ------------------------------------------------------------------------------- variants
+
+def measure_tokenizer(directory: str) -> dict:
+  from model.recipe import PREFIX
+  from model.tokenize import DocumentTokenizer
+  texts = texts_of(directory)
+  tokenizer = DocumentTokenizer(nothing_model(), common.MAX_LENGTH).load()
+  backend = tokenizer._backend
+  with common.Interference().measure() as busy:
+    start = time.perf_counter()
+    backend.encode_batch_fast([PREFIX + t for t in texts])
+    raw = time.perf_counter() - start
+    start = time.perf_counter()
+    tokenizer(texts)
+    ours = time.perf_counter() - start
+  return {"documents": len(texts), "raw_seconds": raw, "document_tokenizer_seconds": ours,
+          "others_busy": busy.fraction}
+
+
+def run_pipeline_process(directory: str, threads: int, output: str) -> dict:
+  """pipeline.run as a child process, timed from exec to exit."""
+  shutil.rmtree(output, ignore_errors=True)
+  cmd = [sys.executable, "-m", "pipeline.run", "--input", os.path.join(directory, "*.jsonl"),
+         "--output", output, "--model", nothing_model(), "--host_threads", str(threads),
+         "--compilation_cache_dir", os.path.join(common.BENCH_DIR, "feed-jax-cache")]
+  with common.Interference().measure() as busy:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+  if proc.returncode:
+    sys.stderr.write(proc.stderr[-3000:])
+    raise SystemExit("pipeline.run failed")
+  stats = json.load(open(os.path.join(output, "stats.json")))
+  ready = [READY.match(line) for line in proc.stderr.splitlines()]
+  ready = next((m.group(1) for m in ready if m), None)
+  return {"threads": threads, "wall_seconds": wall, "documents": stats["scored"], "others_busy": busy.fraction,
+          "ready_to_end_seconds": _seconds_after(ready, stats) if ready else None}
+
+
+def _seconds_after(ready: str, stats: dict) -> float:
+  """Seconds from the devices being ready to the end of the run (stats.json's wall clock)."""
+  import datetime
+  started = datetime.datetime.fromisoformat(stats["started"]).timestamp()
+  ready_at = time.mktime(time.strptime(ready, "%Y-%m-%d %H:%M:%S"))
+  return started + stats["wall_time_seconds"] - ready_at
+
+
+def measure_device(directory: str, rate: float, output: str) -> dict:
+  """The real host path in this process, feeding a device simulated at `rate` documents/s."""
+  import numpy as np
+
+  from model import runner
+  device = {"free_at": 0.0, "busy": 0.0, "first": None, "last": 0.0, "batches": 0}
+
+  def dispatch(self, batch):
+    now = time.perf_counter()
+    start = max(now, device["free_at"])
+    cost = len(batch.documents) / rate
+    device["free_at"] = start + cost
+    device["busy"] += cost
+    device["first"] = start if device["first"] is None else device["first"]
+    device["last"] = device["free_at"]
+    device["batches"] += 1
+    return runner.Dispatched(batch, device["free_at"])
+
+  def collect(self, dispatched, out):
+    wait = dispatched.output - time.perf_counter()
+    if wait > 0:
+      time.sleep(wait)  # the device computes; the host threads run meanwhile
+    out[dispatched.batch.documents] = np.float32(0)
+
+  runner.EncoderRunner.dispatch, runner.EncoderRunner.collect = dispatch, collect
+  shutil.rmtree(output, ignore_errors=True)
+  from pipeline.run import main
+  with common.Interference().measure() as busy:
+    status = main(["--input", os.path.join(directory, "*.jsonl"), "--output", output,
+                   "--model", nothing_model(), "--compilation_cache_dir",
+                   os.path.join(common.BENCH_DIR, "feed-jax-cache")])
+  assert status == 0
+  span = device["last"] - device["first"]
+  return {"rate": rate, "busy_seconds": device["busy"], "span_seconds": span,
+          "utilization": device["busy"] / span, "batches": device["batches"], "others_busy": busy.fraction}
+
+
+# ------------------------------------------------------------------------------- the report
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--documents", type=int, default=48000)
+  parser.add_argument("--label", default="after")
+  parser.add_argument("--threads", default=None, help="host threads to try (default 1, 2, 4 .. cores)")
+  parser.add_argument("--variant", help=argparse.SUPPRESS)
+  parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+  parser.add_argument("--json", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  directory = corpus(args.documents)
+  output = os.path.join(common.BENCH_DIR, "feed-out")
+  if args.variant:
+    result = (measure_tokenizer(directory) if args.variant == "tokenizer" else
+              measure_device(directory, args.rate, output))
+    with open(args.json, "w") as f:
+      json.dump(result, f)
+    return 0
+
+  command = common.command_line()
+  nothing_model()
+  cores = os.cpu_count() or 1
+  threads = [int(t) for t in args.threads.split(",")] if args.threads else \
+      sorted({min(cores, 2 ** k) for k in range(8) if 2 ** k <= cores} | {cores})
+  common.wait_until_quiet()
+  tokenizer = common.run_variant("bench.feed", ["--documents", str(args.documents), "--variant", "tokenizer"])
+  run_pipeline_process(directory, cores, output)  # fills the compilation cache: later runs load
+  host = []
+  for n in threads:
+    common.wait_until_quiet()
+    host.append(run_pipeline_process(directory, n, output))
+    common.log(f"host path, {n} threads: {host[-1]}")
+  best = max(host, key=lambda h: h["documents"] / h["wall_seconds"])
+  steady = best["documents"] / best["ready_to_end_seconds"]
+  common.wait_until_quiet()
+  device = common.run_variant("bench.feed", ["--documents", str(args.documents), "--variant", "device",
+                                             "--rate", str(0.8 * steady)])
+  results = {"tokenizer": tokenizer, "host": host, "device": device, "command": command}
+  common.save_results(f"feed-{args.label}", results)
+  common.update_doc(f"feed {args.label}", report(results, command))
+  return 0
+
+
+def report(r: dict, command: str) -> str:
+  tok = r["tokenizer"]
+  raw, ours = tok["documents"] / tok["raw_seconds"], tok["documents"] / tok["document_tokenizer_seconds"]
+  rows = []
+  for h in r["host"]:
+    whole = h["documents"] / h["wall_seconds"]
+    steady = h["documents"] / h["ready_to_end_seconds"] if h["ready_to_end_seconds"] else float("nan")
+    rows.append([h["threads"], h["documents"], f"{h['wall_seconds']:.1f}", f"{whole:.0f}", f"{whole / raw:.2f}",
+                 f"{steady:.0f}", f"{steady / raw:.2f}"])
+  d = r["device"]
+  return "\n\n".join([
+      common.provenance([tok, *r["host"], d], command),
+      f"Tokenizer alone (the Rust batch path, every core, truncation on): **{raw:.0f} docs/s**; "
+      f"through koedu's DocumentTokenizer (ids as numpy, truncation flags): {ours:.0f} docs/s.",
+      common.table(["host threads", "documents", "whole process s", "docs/s whole process",
+                    "of tokenizer alone", "docs/s once ready", "of tokenizer alone"], rows),
+      f"Simulated device at {d['rate']:.0f} docs/s (80% of the host path's rate once ready), fed by "
+      f"the real host path: busy **{d['utilization']:.1%}** of the {d['span_seconds']:.1f} s from its "
+      f"first batch to its last ({d['batches']} batches)."])
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

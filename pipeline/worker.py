@@ -1,0 +1,129 @@
+"""What a worker process holds, loaded once (beam's Shared) for every thread of it: the
+tokenizer, the pools of host and writer threads, and the device service, or a proxy to the one
+process of the machine that owns the devices.
+
+The devices load and compile in the background: the first units are read and tokenized
+meanwhile, and their batches wait for the devices, not the other way round. A TPU worker
+compiling for a minute spends that minute filling the queue.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+
+import numpy as np
+
+from model.hub import ModelInfo
+from model.tokenize import DocumentTokenizer
+from pipeline.options import ScoringConfig
+
+log = logging.getLogger(__name__)
+WRITER_THREADS = 16  # uploads wait on the network, not the CPU
+Future = concurrent.futures.Future
+
+
+def load_device_service(config: ScoringConfig, info: ModelInfo):
+  """The devices' owner: the model fetched, verified, compiled for every shape and probed."""
+  from model import hub
+  from model.runner import load_runner
+  from model.text_scorer import enable_compilation_cache
+  from pipeline.device import DeviceService
+  enable_compilation_cache(config.compilation_cache_dir)
+  model_dir = hub.fetch(info, cache_dir=config.model_cache_dir)
+  runner = load_runner(model_dir, config.runner_config(), precision=config.dtype,
+                       allow_pickle=config.allow_pickle)
+  runner.warmup()  # once, here: never by threads racing each other for the same shape
+  tokenizer = DocumentTokenizer(model_dir, config.max_length).load()
+  if tokenizer.vocab_size > runner.model_config.vocab_size:
+    raise ValueError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
+                     f"{runner.model_config.vocab_size} embeddings")
+  probe = tokenizer(["", "koedu probe: 광합성은 식물이 빛 에너지를 화학 에너지로 바꾸는 과정이다."]).ids
+  service = DeviceService(runner, probe, retries=config.device_retries)
+  log.info("the devices are ready: %s precision, %s attention, %d %s device(s)", runner.runtime.precision,
+           runner.runtime.attention, runner.runtime.devices, runner.runtime.platform)
+  return service
+
+
+def _shared_device_service(config: ScoringConfig, info: ModelInfo):
+  """A proxy to the machine's one device service, started by whichever process asks first."""
+  from apache_beam.utils.multi_process_shared import MultiProcessShared
+  tag = f"koedu-devices-{info.content_digest[7:23]}-{config.dtype}-{config.max_length}"
+  return MultiProcessShared(lambda: load_device_service(config, info), tag=tag, always_proxy=True).acquire()
+
+
+@dataclasses.dataclass
+class Worker:
+  tokenizer: DocumentTokenizer
+  service: Future  # the DeviceService, or a proxy to it, once loaded
+  host: concurrent.futures.ThreadPoolExecutor
+  writers: concurrent.futures.ThreadPoolExecutor
+  local: bool  # the service lives in this process: it takes batches without a thread waiting
+
+  def start_scoring(self, ids: list[np.ndarray]) -> Future:
+    """The scores of `ids`, once the devices are loaded and have scored them. No thread waits
+    on the devices for a local service; a proxy's call blocks a writer thread."""
+    if not ids:
+      return _done(np.zeros(0, np.float32))
+    if self.local:
+      return flatten(then(self.writers, self.service, lambda service: service.submit(ids)))
+    return then(self.writers, self.service, lambda service: service.score(ids))
+
+  def precision(self) -> str:
+    return self.service.result().describe()["precision"]
+
+
+def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
+  from model import hub
+  local = not config.share_model_across_processes
+  writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="koedu-write")
+  service = writers.submit(load_device_service if local else _shared_device_service, config, info)
+  tokenizer = DocumentTokenizer(hub.fetch(info, cache_dir=config.model_cache_dir), config.max_length).load()
+  host = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host")
+  return Worker(tokenizer, service, host, writers, local)
+
+
+# ------------------------------------------------------------------- futures, without waiting
+
+def _done(value) -> Future:
+  future = Future()
+  future.set_result(value)
+  return future
+
+
+def _relay(source: Future, target: Future) -> None:
+  if source.exception() is not None:
+    target.set_exception(source.exception())
+  else:
+    target.set_result(source.result())
+
+
+def then(pool: concurrent.futures.Executor, future: Future, fn) -> Future:
+  """fn(the future's result), run on `pool` once the future is done."""
+  chained = Future()
+
+  def start(done: Future):
+    if done.exception() is not None:
+      chained.set_exception(done.exception())
+      return
+    try:
+      pool.submit(fn, done.result()).add_done_callback(lambda inner: _relay(inner, chained))
+    except RuntimeError as err:  # the pool is shutting down
+      chained.set_exception(err)
+
+  future.add_done_callback(start)
+  return chained
+
+
+def flatten(future: Future) -> Future:
+  """The result of the future that `future` gives."""
+  result = Future()
+
+  def outer_done(outer: Future):
+    if outer.exception() is not None:
+      result.set_exception(outer.exception())
+    else:
+      outer.result().add_done_callback(lambda inner: _relay(inner, result))
+
+  future.add_done_callback(outer_done)
+  return result

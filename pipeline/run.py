@@ -106,7 +106,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   result.wait_until_finish()
   log.info("beam metrics: %s", _counters(result))
   report = json.loads(io.read_bytes(stats_path))
-  if run.stats_existed and report["started"] != stats.iso(run.started):
+  if run.stats_existed and report.get("started") != stats.iso(run.started):
     # A scheduler's log should not read as if the rerun had scored anything itself.
     print(f"koedu: {config.output} was already complete; its stats.json, unchanged:")
   print(stats.summary(report))

@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from model.recipe import int_scores
-from pipeline import io as shard_io
+from pipeline import io as shard_io, shards
+from pipeline.records import Rejected, TooLarge, json_depth_exceeds
 
 RAW_CHARS = 1000  # of a bad row kept in the report: enough to find it, not a copy of the corpus
 # As scoring's --max_record_bytes default: a record larger than this is a bad row, read past

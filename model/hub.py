@@ -105,7 +105,7 @@ def describe(model: str, allow_pickle: bool = False) -> ModelInfo:
                    else f"git-blob:{siblings[n].blob_id}") for n in chosen)
     with open(cfg_path, encoding="utf-8") as f:
       return ModelInfo(model, info.sha, _weights(files), json.load(f), files)
-  fs, root = fsspec.core.url_to_fs(os.path.expanduser(model))
+  fs, root = _filesystem(os.path.expanduser(model))
   if not fs.isdir(root):
     raise FileNotFoundError(f"--model {model}: no such directory")
   names = [os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)]
@@ -114,6 +114,16 @@ def describe(model: str, allow_pickle: bool = False) -> ModelInfo:
   ModelConfig.from_hf_dict(config)  # a broken config fails here, not on a worker
   files = tuple((n, _checksum(fs, f"{root}/{n}")) for n in chosen)
   return ModelInfo(model, None, _weights(files), config, files)
+
+
+def _filesystem(path: str):
+  """No listings cache: a checksum read from an earlier listing would pin a model directory as it
+  was, not as it is."""
+  if "://" not in path:
+    return fsspec.core.url_to_fs(path)
+  fs, root = fsspec.core.url_to_fs(path, use_listings_cache=False)
+  fs.invalidate_cache()
+  return fs, root
 
 
 def _weights(files) -> tuple[tuple[str, str], ...]:
@@ -198,7 +208,7 @@ def _fetch_url(info: ModelInfo, cache_dir: str | None) -> str:
   if os.path.exists(os.path.join(target, ".complete")):
     verify(target, info)
     return target
-  fs, root = fsspec.core.url_to_fs(info.name)
+  fs, root = _filesystem(info.name)
   # Download beside the target and rename: several processes on one worker may race here.
   partial = f"{target}.partial-{uuid.uuid4().hex}"
   os.makedirs(partial)

@@ -62,3 +62,36 @@ def test_score_from_and_to_gcs_matches_local(gcs_host, spread_model, tmp_path):
   assert proc.returncode == 0, proc.stderr
   figures = json.loads(fs.cat(f"{gcs.BUCKET}/compare.json"))
   assert figures["documents"] == len(expected) and figures["agreement"] == 1.0
+
+
+def test_a_model_changed_in_place_on_gcs_is_fetched_again_or_refused(gcs_host, make_checkpoint, tmp_path):
+  """Workers cache gs:// models by the checksums the launcher pinned: new weights under the same
+  URL are a new model (fetched again, scored with), and weights that change after the launcher
+  pinned them stop the run rather than score with a mix."""
+  import numpy as np
+
+  from model import hub
+  from model.runner import RunnerConfig, load_runner
+  from model.tokenize import DocumentTokenizer
+  from tests.model.reference import mixed_texts
+  fs = _gcs_fs()
+  url, cache = f"gs://{gcs.BUCKET}/models/changing", str(tmp_path / "cache")
+  first, second = make_checkpoint(seed=11), make_checkpoint(seed=12)
+
+  def scores(model_dir):
+    ids = DocumentTokenizer(model_dir, 40)(mixed_texts(seed=2)).ids
+    return load_runner(model_dir, RunnerConfig(max_length=40, row_lengths=(20,), tokens_per_device=40)).run(ids)
+
+  fs.put(first + "/", f"{gcs.BUCKET}/models/changing/", recursive=True)
+  old = hub.describe(url)
+  old_dir = hub.fetch(old, cache_dir=cache)
+  np.testing.assert_array_equal(scores(old_dir), scores(first))
+  fs.put(second + "/model.safetensors", f"{gcs.BUCKET}/models/changing/model.safetensors")  # in place
+  new = hub.describe(url)
+  assert new.digest != old.digest
+  new_dir = hub.fetch(new, cache_dir=cache)
+  assert new_dir != old_dir
+  np.testing.assert_array_equal(scores(new_dir), scores(second))
+  # A worker that starts after the change, holding what the launcher pinned before it.
+  with pytest.raises(hub.ModelChanged, match="model.safetensors has changed since the run started"):
+    hub.fetch(old, cache_dir=str(tmp_path / "another-worker"))

@@ -18,6 +18,7 @@ import shutil
 import uuid
 
 import fsspec
+import fsspec.implementations.local
 
 from model import checkpoint
 from model.config import ModelConfig
@@ -135,8 +136,16 @@ def _checksum(fs, path: str) -> str:
   for key in ("md5Hash", "crc32c", "ETag", "etag"):  # what object stores already computed
     if info.get(key):
       return f"{key}:{info[key]}"
+  if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+    return local_checksum(path, "sha256:")
   with fs.open(path, "rb") as f:
     return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()
+
+
+# (path, size, mtime, inode, kind) -> checksum of local files hashed by this process: where the
+# launcher and a worker are one process (DirectRunner), a weights file is hashed once, not
+# twice. A file rewritten since gets another mtime (or inode), and is hashed again.
+_LOCAL_CHECKSUMS: dict[tuple, str] = {}
 
 
 def _hash_file(f, h):
@@ -149,6 +158,17 @@ def local_checksum(path: str, pinned: str) -> str | None:
   """The checksum of a local file in the kind `pinned` is, or None for a kind that cannot be
   computed from the bytes (an S3 multipart ETag)."""
   kind, _, value = pinned.partition(":")
+  stat = os.stat(path)
+  memo = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, kind)
+  if memo not in _LOCAL_CHECKSUMS:
+    computed = _compute_checksum(path, kind, value)
+    if computed is None:
+      return None
+    _LOCAL_CHECKSUMS[memo] = computed
+  return _LOCAL_CHECKSUMS[memo]
+
+
+def _compute_checksum(path: str, kind: str, value: str) -> str | None:
   with open(path, "rb") as f:
     if kind == "sha256":
       return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()

@@ -61,19 +61,11 @@ class DocumentTokenizer:
     return self
 
   def _load(self):
-    # Reuse transformers' loading (tokenizer_config.json, special tokens) but call the Rust
-    # backend directly: the Python wrapper costs more than the tokenization for short texts.
-    from transformers import AutoTokenizer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    hf = AutoTokenizer.from_pretrained(self.model_dir)
-    if not hf.is_fast:
-      raise ValueError(f"{self.model_dir} has no fast tokenizer (tokenizer.json)")
-    backend = hf.backend_tokenizer
+    backend, self.pad_token_id = _backend_as_transformers_builds_it(self.model_dir)
     backend.no_padding()
     # One token more than allowed tells truncated documents apart without a second encoding.
     backend.enable_truncation(self.max_length + 1)
-    self._eos = hf.eos_token_id
-    self.pad_token_id = hf.pad_token_id
     self.vocab_size = backend.get_vocab_size()
     self._cut_safe = cut_is_safe(json.loads(backend.to_str()))
     if not self._cut_safe:
@@ -127,6 +119,49 @@ class DocumentTokenizer:
           return enc
       end *= 4
     return backend.encode(PREFIX + text)
+
+
+def tokenizer_cache_dir() -> str:
+  return os.environ.get("KOEDU_TOKENIZER_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "koedu", "tokenizers")
+
+
+def _backend_as_transformers_builds_it(model_dir: str):
+  """(Rust tokenizer, pad id) exactly as `AutoTokenizer.from_pretrained(model_dir)` builds its
+  backend: transformers rewrites some pipelines (XLM-R's normalizer and pre-tokenizer), and
+  users' reference scores come from what it builds.
+
+  Importing transformers costs a worker about two seconds; the backend it built is kept, by
+  the checksums of the tokenizer files and the transformers version, and read back without it.
+  """
+  import hashlib
+  import importlib.metadata
+
+  import tokenizers
+  digest = hashlib.sha256(importlib.metadata.version("transformers").encode())
+  for name in sorted(os.listdir(model_dir)):
+    if name.startswith(("tokenizer", "special_tokens", "sentencepiece")):
+      with open(os.path.join(model_dir, name), "rb") as f:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+  cached = os.path.join(tokenizer_cache_dir(), digest.hexdigest()[:32] + ".json")
+  if os.path.exists(cached):
+    with open(cached, encoding="utf-8") as f:
+      kept = json.load(f)
+    return tokenizers.Tokenizer.from_str(kept["backend"]), kept["pad_token_id"]
+  from transformers import AutoTokenizer
+  hf = AutoTokenizer.from_pretrained(model_dir)
+  if not hf.is_fast:
+    raise ValueError(f"{model_dir} has no fast tokenizer (tokenizer.json)")
+  kept = {"backend": hf.backend_tokenizer.to_str(), "pad_token_id": hf.pad_token_id}
+  try:
+    os.makedirs(tokenizer_cache_dir(), exist_ok=True)
+    partial = f"{cached}.{os.getpid()}.{threading.get_ident()}.partial"
+    with open(partial, "w", encoding="utf-8") as f:
+      json.dump(kept, f)
+    os.replace(partial, cached)
+  except OSError as err:  # a read-only home: no cache, the same tokenizer
+    log.info("tokenizer not cached (%s)", err)
+  return tokenizers.Tokenizer.from_str(kept["backend"]), kept["pad_token_id"]
 
 
 def _word_boundary(text: str, end: int) -> int | None:

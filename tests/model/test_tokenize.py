@@ -78,3 +78,15 @@ def test_cut_texts_cost_what_their_prefix_costs(tokenizer_dir):
   (ids,) = ours([text * 3000]).ids  # about 10 million characters
   assert len(ids) == 512 and time.perf_counter() - start < 5
   assert tokenize.CUT_CHARS_PER_TOKEN * 512 < len(text) * 3000
+
+
+def test_the_backend_kept_without_transformers_is_the_one_transformers_builds(tokenizer_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv("KOEDU_TOKENIZER_CACHE", str(tmp_path))
+  texts = long_texts(1, 2000) + ["ＡＢＣ　１２３  ﬃ ㍿ 광합성"]
+  first = DocumentTokenizer(tokenizer_dir, 64).load()  # through transformers, then kept
+  (kept,) = list(tmp_path.iterdir())
+  assert json.loads(json.load(open(kept))["backend"]) == json.loads(
+      AutoTokenizer.from_pretrained(tokenizer_dir).backend_tokenizer.to_str())
+  second = DocumentTokenizer(tokenizer_dir, 64).load()  # read back
+  assert [a.tolist() for a in first(texts).ids] == [b.tolist() for b in second(texts).ids]
+  assert second.pad_token_id == AutoTokenizer.from_pretrained(tokenizer_dir).pad_token_id

@@ -156,12 +156,15 @@ class ScoreUnits(beam.DoFn):
     state = _UnitProgress(unit)
     self._units.append(state)
     for raw in shards.read_unit(unit, c.chunk_size, c.unit_bytes, c.max_record_bytes):
+      while not w.slots.acquire(timeout=0.05):  # the process is full: finish what is done meanwhile
+        self._finish_ready()
       if raw.done:
         future = w.writers.submit(lambda i=raw.index: (outputs.read_marker(c.output, unit.source, i), False))
       else:
         documents, rejected, originals = parse_chunk(raw, unit.source, c)
         queued = w.host.submit(tokenize_chunk, w, unit.source, raw.index, documents, rejected, originals)
         future = then(w.writers, _scores_of(queued), self._write)
+      future.add_done_callback(lambda _: w.slots.release())
       state.pending += 1
       self._window.append((state, future))
       # Chunks in flight: one being read, some tokenizing, some on the devices or uploading.
@@ -178,6 +181,10 @@ class ScoreUnits(beam.DoFn):
       self._finish_oldest()
     for summary in self._summaries():
       yield WindowedValue(summary, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+  def _finish_ready(self) -> None:
+    while self._window and self._window[0][1].done():
+      self._finish_oldest()
 
   def _finish_oldest(self) -> None:
     state, future = self._window.popleft()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 
 import numpy as np
 
@@ -59,6 +60,9 @@ class Worker:
   host: concurrent.futures.ThreadPoolExecutor
   writers: concurrent.futures.ThreadPoolExecutor
   local: bool  # the service lives in this process: it takes batches without a thread waiting
+  # Chunks in flight in the process, across all its harness threads: what bounds its memory
+  # (about two per host thread, a chunk being a few tens of MB at most).
+  slots: threading.BoundedSemaphore
 
   def start_scoring(self, ids: list[np.ndarray]) -> Future:
     """The scores of `ids`, once the devices are loaded and have scored them. No thread waits
@@ -80,7 +84,7 @@ def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
   service = writers.submit(load_device_service if local else _shared_device_service, config, info)
   tokenizer = DocumentTokenizer(hub.fetch(info, cache_dir=config.model_cache_dir), config.max_length).load()
   host = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host")
-  return Worker(tokenizer, service, host, writers, local)
+  return Worker(tokenizer, service, host, writers, local, threading.BoundedSemaphore(2 * config.threads + 2))
 
 
 # ------------------------------------------------------------------- futures, without waiting

@@ -28,7 +28,12 @@ def test_score_from_and_to_gcs_matches_local(gcs_host, spread_model, tmp_path):
   fs.put(SAMPLE_CORPUS + "/", f"{gcs.BUCKET}/crawl/", recursive=True)
   fs.put(spread_model + "/", f"{gcs.BUCKET}/models/tiny/", recursive=True)
   bucket = f"gs://{gcs.BUCKET}"
-  args = ["--input", f"{bucket}/crawl/*.jsonl,{bucket}/crawl/*.gz,{bucket}/crawl/*.parquet",
+  # The crawl as a manifest lists it: its shards, a comment, a blank line, and a shard that is
+  # not there (one errors/ record for it, row null).
+  shards = sorted(f"gs://{p}" for p in fs.ls(f"{gcs.BUCKET}/crawl"))
+  fs.pipe(f"{gcs.BUCKET}/crawl.txt", "\n".join(["# crawl 2025-01-01", *shards, "",
+                                                f"{bucket}/crawl/gone.jsonl"]).encode())
+  args = ["--input_manifest", f"{bucket}/crawl.txt",
           "--output", f"{bucket}/out", "--model", f"{bucket}/models/tiny",
           "--max_length", str(MAX_LENGTH), "--model_cache_dir", str(tmp_path / "cache")]
   env = gcs.gcs_env(gcs_host)
@@ -48,6 +53,9 @@ def test_score_from_and_to_gcs_matches_local(gcs_host, spread_model, tmp_path):
   assert got == pytest.approx(expected, abs=1e-6)
   stats = json.loads(fs.cat(f"{gcs.BUCKET}/out/stats.json"))
   assert stats["scored"] == len(expected) and stats["model"] == f"{bucket}/models/tiny"
+  assert stats["shards"]["matched"] == len(shards) + 1 and stats["errors_by_reason"] == {"unreadable_shard": 1}
+  (gone,) = [json.loads(line) for p in fs.glob(f"{gcs.BUCKET}/out/errors/*") for line in fs.cat(p).splitlines()]
+  assert (gone["source"], gone["row"]) == (f"{bucket}/crawl/gone.jsonl", None)
   assert fs.exists(f"{gcs.BUCKET}/out/score_histogram.png")
   assert fs.glob(f"{gcs.BUCKET}/out/edu/*.parquet")
   assert not [p for p in fs.find(f"{gcs.BUCKET}/out") if ".partial-" in p]  # no renames on GCS

@@ -13,7 +13,6 @@ import io as _io
 import json
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from tests.checkpoints import korean_sentences
-from tests.pipeline.conftest import MAX_LENGTH, REPO, read_edu, read_errors, read_scores, run_pipeline
+from tests.pipeline.conftest import MAX_LENGTH, REPO, read_edu, read_errors, read_scores
 
 CHUNK, THRESHOLD = 5, 1.0
 

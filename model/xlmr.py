@@ -5,6 +5,11 @@ Inputs are given as segments rather than an attention mask so that one row can h
 packed documents: `segment_ids[b, t]` is 0 for padding and k > 0 for the k-th document of row b;
 tokens attend only within their own segment. An unpacked batch is simply segment_ids = mask.
 Position ids are explicit for the same reason (RoBERTa positions restart at every document).
+
+Dropout sits where transformers puts it (after the embeddings, on attention probabilities, after
+each block's output dense, and twice in the head) and runs only when a call passes `rngs`: the
+training step does, for a full fine-tune; scoring, evaluation and the frozen-feature pass do
+not, so they compute exactly what they computed before dropout existed, with the same state.
 """
 from __future__ import annotations
 
@@ -15,13 +20,56 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model.attention import batched_attention
+from model.attention import batched_attention, segment_mask
 from model.config import ModelConfig
 from model.precision import DOT_GENERAL
 
 # (qkv (batch, length, 3, heads, head_dim), segment_ids (batch, length)) -> (batch, length,
 # heads, head_dim): model/attention.py's, or the fused CPU kernel; model/runtime.py chooses.
 Attention = Callable[[jax.Array, jax.Array], jax.Array]
+# transformers' XLMRobertaConfig defaults, for a config.json that does not say.
+DEFAULT_DROPOUT = 0.1
+
+
+def dropout_rates(cfg: ModelConfig) -> tuple[float, float, float]:
+  """(hidden, attention probabilities, head) dropout of the checkpoint's config.json, as
+  transformers reads them: the head uses classifier_dropout, or hidden_dropout_prob if unset."""
+  extra = dict(cfg.extra)
+  get = lambda name: DEFAULT_DROPOUT if extra.get(name) is None else float(extra[name])
+  head = extra.get("classifier_dropout")
+  return get("hidden_dropout_prob"), get("attention_probs_dropout_prob"), \
+      get("hidden_dropout_prob") if head is None else float(head)
+
+
+def _dropout(rate: float) -> nnx.Dropout:
+  # No rngs of its own (the model's state stays its parameters) and deterministic unless a call
+  # passes rngs: see the module docstring.
+  return nnx.Dropout(rate, deterministic=True)
+
+
+def _drop(dropout: nnx.Dropout, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+  return x if rngs is None else dropout(x, deterministic=False, rngs=rngs)
+
+
+def _attention_with_dropout(qkv, segment_ids, rate: float, key: jax.Array, width: int):
+  """batched_attention's math with dropout on the probabilities, as transformers applies it
+  (the fused kernels never expose the probabilities).
+
+  The mask's bits are drawn laid out as (batch, query, key position up to `width`, head):
+  threefry's bits follow an element's place in that layout, which does not depend on how far
+  the row is padded, so a document gets the same mask whatever pass it lands in.
+  """
+  q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+  batch, length, heads, head_dim = q.shape
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(jnp.float32(head_dim))
+  logits = jnp.where(segment_mask(segment_ids)[:, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  keep = jax.random.bernoulli(key, 1 - rate, (batch, length, max(width, length), heads))
+  keep = keep[:, :, :length].transpose(0, 3, 1, 2)
+  probs = jnp.where(keep, probs / (1 - rate), 0)
+  attended = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+  return attended.astype(v.dtype)
 
 
 def _dense(in_features: int, out_features: int, *, dtype, param_dtype, matmul, rngs) -> nnx.Linear:
@@ -50,12 +98,13 @@ class Embeddings(nnx.Module):
     self.position = embed(cfg.max_position_embeddings, dtype=jnp.float32, param_dtype=jnp.float32)
     self.token_type = embed(cfg.type_vocab_size, dtype=jnp.float32, param_dtype=jnp.float32)
     self.norm = _layer_norm(cfg, rngs)
+    self.dropout = _dropout(dropout_rates(cfg)[0])
 
-  def __call__(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
+  def __call__(self, input_ids: jax.Array, position_ids: jax.Array, rngs=None) -> jax.Array:
     # Token type 0 everywhere, as XLM-R is used.
     f32 = lambda a: a.astype(jnp.float32)
     x = f32(self.word(input_ids)) + f32(self.token_type.embedding[0]) + f32(self.position(position_ids))
-    return self.norm(x)
+    return _drop(self.dropout, self.norm(x), rngs)
 
 
 class SelfAttention(nnx.Module):
@@ -68,8 +117,11 @@ class SelfAttention(nnx.Module):
     self.norm = _layer_norm(cfg, rngs)
     self.num_heads = cfg.num_attention_heads
     self.attend = attention
+    hidden, self.probs_dropout, _ = dropout_rates(cfg)
+    self.dropout = _dropout(hidden)
+    self.max_length = cfg.max_length
 
-  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, segment_ids: jax.Array, rngs=None) -> jax.Array:
     batch, length, hidden = x.shape
     # One [hidden, 3 hidden] matmul rather than three: larger matmuls run nearer the machine's
     # peak, and the checkpoint keeps its three separate weights.
@@ -81,9 +133,13 @@ class SelfAttention(nnx.Module):
                                  preferred_element_type=jnp.float32) + bias
     # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
     qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
-    attended = self.attend(qkv, segment_ids)
+    if rngs is not None and self.probs_dropout > 0:
+      attended = _attention_with_dropout(qkv, segment_ids, self.probs_dropout, rngs.dropout(),
+                                         self.max_length)
+    else:
+      attended = self.attend(qkv, segment_ids)
     out = self.output(attended.reshape(batch, length, hidden))
-    return self.norm(out + x)
+    return self.norm(_drop(self.dropout, out, rngs) + x)
 
 
 class FeedForward(nnx.Module):
@@ -93,10 +149,11 @@ class FeedForward(nnx.Module):
     self.intermediate = dense(cfg.hidden_size, cfg.intermediate_size)
     self.output = dense(cfg.intermediate_size, cfg.hidden_size)
     self.norm = _layer_norm(cfg, rngs)
+    self.dropout = _dropout(dropout_rates(cfg)[0])
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rngs=None) -> jax.Array:
     h = jax.nn.gelu(self.intermediate(x), approximate=False)  # transformers' "gelu" is erf GELU
-    return self.norm(self.output(h) + x)
+    return self.norm(_drop(self.dropout, self.output(h), rngs) + x)
 
 
 class Layer(nnx.Module):
@@ -105,12 +162,12 @@ class Layer(nnx.Module):
     self.attention = SelfAttention(cfg, attention=attention, **kw)
     self.mlp = FeedForward(cfg, **kw)
 
-  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    return self.mlp(self.attention(x, segment_ids))
+  def __call__(self, x: jax.Array, segment_ids: jax.Array, rngs=None) -> jax.Array:
+    return self.mlp(self.attention(x, segment_ids, rngs), rngs)
 
 
 class ClassificationHead(nnx.Module):
-  """RoBERTa's head on `<s>`: dense, tanh, out_proj (dropout is off at inference)."""
+  """RoBERTa's head on `<s>`: dropout, dense, tanh, dropout, out_proj."""
 
   def __init__(self, cfg: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
     # Full fp32 products even on TPUs, whose default for fp32 is one bf16 pass: the head runs
@@ -119,9 +176,11 @@ class ClassificationHead(nnx.Module):
                               precision=jax.lax.Precision.HIGHEST, rngs=rngs)
     self.dense = dense(cfg.hidden_size, cfg.hidden_size)
     self.out_proj = dense(cfg.hidden_size, cfg.num_labels)
+    self.dropout = _dropout(dropout_rates(cfg)[2])
 
-  def __call__(self, features: jax.Array) -> jax.Array:
-    return self.out_proj(jnp.tanh(self.dense(features)))
+  def __call__(self, features: jax.Array, rngs=None) -> jax.Array:
+    hidden = jnp.tanh(self.dense(_drop(self.dropout, features, rngs)))
+    return self.out_proj(_drop(self.dropout, hidden, rngs))
 
 
 class XLMRobertaClassifier(nnx.Module):
@@ -139,18 +198,20 @@ class XLMRobertaClassifier(nnx.Module):
     # score near 3 to steps of 1/64, and bf16 weights would bias every score alike.
     self.head = ClassificationHead(cfg, **{**kw, "dtype": jnp.float32, "param_dtype": jnp.float32})
 
-  def encode(self, input_ids, segment_ids, position_ids) -> jax.Array:
-    """Final hidden states, (batch, length, hidden)."""
-    x = self.embeddings(input_ids, position_ids)
+  def encode(self, input_ids, segment_ids, position_ids, rngs=None) -> jax.Array:
+    """Final hidden states, (batch, length, hidden). `rngs` (an nnx.Rngs with a "dropout"
+    stream): apply dropout, for training; None: deterministic."""
+    x = self.embeddings(input_ids, position_ids, rngs)
     for layer in self.layers:
-      x = layer(x, segment_ids)
+      x = layer(x, segment_ids, rngs)
     return x
 
-  def features(self, input_ids, segment_ids, position_ids, cls_index) -> jax.Array:
+  def features(self, input_ids, segment_ids, position_ids, cls_index, rngs=None) -> jax.Array:
     """The final hidden state at each document's `<s>`: (batch, documents per row, hidden)."""
-    hidden = self.encode(input_ids, segment_ids, position_ids)
+    hidden = self.encode(input_ids, segment_ids, position_ids, rngs)
     return jnp.take_along_axis(hidden, cls_index[:, :, None], axis=1)
 
-  def __call__(self, input_ids, segment_ids, position_ids, cls_index) -> jax.Array:
+  def __call__(self, input_ids, segment_ids, position_ids, cls_index, rngs=None) -> jax.Array:
     """Head outputs (batch, documents per row, num_labels) for the `<s>` at each `cls_index`."""
-    return self.head(self.features(input_ids, segment_ids, position_ids, cls_index)).astype(jnp.float32)
+    features = self.features(input_ids, segment_ids, position_ids, cls_index, rngs)
+    return self.head(features, rngs).astype(jnp.float32)

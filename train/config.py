@@ -10,6 +10,10 @@ from model.precision import COMPUTE
 from model.runner import RunnerConfig
 
 DEFAULT_BASE = "nlpai-lab/KoE5"  # published as an encoder-only XLMRobertaModel: a fresh head is added
+# Peak learning rates when --learning_rate is not given. The head alone: the seed's 3e-4. The
+# whole of XLM-R: full fine-tunes of it use about 1e-5 to 3e-5, and at 3e-4 it diverges or
+# collapses to one output for every document.
+FROZEN_LEARNING_RATE, FULL_LEARNING_RATE = 3e-4, 2e-5
 # Settings that may change when an interrupted run resumes: they move no result (beyond the
 # float rounding of a different accumulation split) and may need to, e.g. on another slice.
 RUNTIME_FIELDS = ("output", "device_batch_size", "encode_tokens_per_device", "checkpoint_every",
@@ -35,7 +39,8 @@ class TrainConfig:
   # Documents per device per forward/backward pass; None: the whole batch at once. Smaller
   # values accumulate gradients over several passes, for batches that do not fit.
   device_batch_size: int | None = None
-  learning_rate: float = 3e-4  # peak, after warm-up
+  # Peak, after warm-up; None: FROZEN_LEARNING_RATE or FULL_LEARNING_RATE, by freeze_encoder.
+  learning_rate: float | None = None
   warmup_ratio: float = 0.1  # fraction of all steps of linear warm-up; cosine decay to 0 after
   b1: float = 0.9  # AdamW
   b2: float = 0.98  # AdamW
@@ -55,7 +60,9 @@ class TrainConfig:
   keep_checkpoints: int = 2  # latest checkpoints kept for resuming (the best one is kept apart)
   log_every: int = 50  # steps between training-loss log lines
   allow_pickle: bool = False  # accept a base that only has pickled PyTorch weights
-  distributed: bool = False  # multi-host (TPU slice): jax.distributed.initialize() first
+  # Join the other hosts (jax.distributed.initialize()) even where the TPU runtime does not
+  # report several; where it does, train.run joins them anyway (train/hosts.py).
+  distributed: bool = False
 
   def __post_init__(self):
     if not self.data:
@@ -68,7 +75,7 @@ class TrainConfig:
       raise ValueError("batch_size and device_batch_size must be >= 1")
     if not 0 <= self.warmup_ratio <= 1:
       raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-    if self.learning_rate <= 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
+    if self.peak_learning_rate <= 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
       raise ValueError("learning_rate must be > 0, max_grad_norm and weight_decay >= 0")
     if not self.eval_data and not (0 < self.eval_size < 1 or self.eval_size >= 1 and self.eval_size == int(self.eval_size)):
       raise ValueError(f"eval_size must be a fraction in (0, 1) or a whole number of documents, got {self.eval_size}")
@@ -86,6 +93,18 @@ class TrainConfig:
     return self.freeze_encoder and self.cache_features
 
   @property
+  def peak_learning_rate(self) -> float:
+    if self.learning_rate is not None:
+      return self.learning_rate
+    return FROZEN_LEARNING_RATE if self.freeze_encoder else FULL_LEARNING_RATE
+
+  @property
+  def dropout(self) -> bool:
+    """The checkpoint's dropout in training: when the encoder trains. A frozen encoder's head
+    trains without it, as fineweb-edu's did (its script sets every dropout to 0)."""
+    return not self.freeze_encoder
+
+  @property
   def num_epochs(self) -> int:
     return self.epochs if self.epochs is not None else (20 if self.freeze_encoder else 3)
 
@@ -100,8 +119,10 @@ class TrainConfig:
     return self.runner_config().lengths
 
   def recipe(self) -> dict:
-    """Everything that decides the result, for refusing to resume a different run."""
-    return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
+    """Everything that decides the result, for refusing to resume a different run; the
+    learning rate as used, whether given or defaulted."""
+    recipe = {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
+    return {**recipe, "learning_rate": self.peak_learning_rate}
 
   @classmethod
   def tiny(cls, data, output, model, **overrides) -> "TrainConfig":

@@ -41,7 +41,7 @@ def schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
   """0 -> peak linearly over warmup_ratio of the steps, then cosine to 0, as transformers'
   get_cosine_schedule_with_warmup (the first step runs at learning rate 0 in both)."""
   warmup = int(round(config.warmup_ratio * total_steps))
-  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total_steps, warmup + 1),
+  return optax.warmup_cosine_decay_schedule(0.0, config.peak_learning_rate, warmup, max(total_steps, warmup + 1),
                                             end_value=0.0)
 
 

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from model.precision import COMPUTE
-from train.config import DEFAULT_BASE, TrainConfig
+from train.config import DEFAULT_BASE, FROZEN_LEARNING_RATE, FULL_LEARNING_RATE, TrainConfig
 
 
 def _globs(value: str) -> tuple[str, ...]:
@@ -47,7 +47,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--batch_size", type=int, default=d.batch_size, help="global documents per step")
   p.add_argument("--device_batch_size", type=int,
                  help="documents per device per pass; smaller than batch_size/devices accumulates gradients")
-  for name in ("learning_rate", "warmup_ratio", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
+  p.add_argument("--learning_rate", type=float,
+                 help=f"peak learning rate; default {FROZEN_LEARNING_RATE:g} with a frozen encoder (the "
+                      f"seed's), {FULL_LEARNING_RATE:g} when the encoder trains")
+  for name in ("warmup_ratio", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
     p.add_argument(f"--{name}", type=float, default=getattr(d, name))
   p.add_argument("--eval_size", type=float, default=d.eval_size,
                  help="held-out documents, or a fraction when below 1")
@@ -61,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--allow_pickle", action="store_true",
                  help="accept a base with only pickled PyTorch weights (unpickling runs code)")
   p.add_argument("--distributed", action="store_true",
-                 help="multi-host TPU slice: call jax.distributed.initialize() first")
+                 help="join the other hosts (jax.distributed.initialize()) even where the TPU "
+                      "runtime does not report several; it is automatic where it does")
   return p
 
 
@@ -73,9 +77,11 @@ def main(argv=None) -> int:
     p.error(str(err))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
-  if config.distributed:
+  from train import hosts
+  if hosts.should_initialize(config.distributed):
     import jax
     jax.distributed.initialize()  # before any other JAX call; TPU slices configure themselves
+    logging.info("joined %d hosts as process %d", jax.process_count(), jax.process_index())
   from model import hub
   from model.checkpoint import PickleRefused
   from train.loop import train_and_evaluate  # imports JAX; after initialize

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from model import checkpoint
 from tests.train.conftest import write_jsonl
+from train import hosts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,6 +47,17 @@ def test_cli_trains_evaluates_and_exports(corpus, encoder_dir, tmp_path):
 
 def test_cli_refuses_contradictory_flags():
   from train import run
-  import pytest
   with pytest.raises(SystemExit):
     run.parser().parse_args(["--data", "x", "--output", "y", "--epochs", "2", "--max_steps", "3"])
+
+
+@pytest.mark.parametrize("environ, flag, expected", [
+    ({}, False, False),  # no TPU runtime: one host
+    ({}, True, True),  # --distributed
+    ({"TPU_WORKER_HOSTNAMES": "localhost"}, False, False),  # koedu's Dataflow image: one host
+    ({"TPU_WORKER_HOSTNAMES": "t1v-0,t1v-1,t1v-2,t1v-3"}, False, True),
+    ({"TPU_PROCESS_ADDRESSES": "10.0.0.1:8476,10.0.0.2:8476"}, False, True),
+    ({"TPU_WORKER_HOSTNAMES": "localhost", "MEGASCALE_NUM_SLICES": "2"}, False, True),
+])
+def test_hosts_join_when_the_tpu_runtime_reports_several(environ, flag, expected):
+  assert hosts.should_initialize(flag, environ) is expected

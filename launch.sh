@@ -83,7 +83,7 @@ train
   --zone ZONE              KOEDU_ZONE (required)
   --tpu_name NAME          KOEDU_TPU_NAME          default koedu-train
   --accelerator_type TYPE  KOEDU_TRAIN_ACCELERATOR default v5litepod-8 (v5litepod-N, v6e-N,
-                           v5p-N, v4-N)
+                           v5p-N, v4-N); N > 8 is a multi-host slice: train.run gets --distributed
   --runtime_version V      KOEDU_TPU_RUNTIME       default from the accelerator type
   --spot                   create a Spot TPU VM
   --data GLOB --output GS_DIR  passed to train.run; -- ARGS passed to train.run untouched
@@ -506,7 +506,13 @@ cmd_train() {
   local tarball="${TMPDIR:-/tmp}/koedu-src-$TPU_NAME.tar.gz"
   local train_cmd word
   train_cmd="cd ~/koedu && ~/koedu-venv/bin/python -m train.run"
-  for word in "--data=$DATA" "--output=$OUTPUT" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}; do
+  # Every family named here has at most 8 chips (v5e, v6e) or 8 TensorCores (v4, v5p) per host:
+  # a larger slice is several hosts, one JAX process each, which must join one another.
+  # train.run also joins them where the TPU runtime reports several hosts; the flag makes it
+  # explicit on every host of the slice.
+  local multi_host=()
+  if ((10#${TRAIN_ACCELERATOR##*-} > 8)); then multi_host=(--distributed); fi
+  for word in "--data=$DATA" "--output=$OUTPUT" ${multi_host[@]+"${multi_host[@]}"} ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}; do
     train_cmd+=" $(printf '%q' "$word")"
   done
 
@@ -524,7 +530,7 @@ cmd_train() {
   run gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:koedu-src.tar.gz" "${where[@]}" --worker=all
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${where[@]}" --worker=all \
     "--command=set -e; rm -rf ~/koedu; mkdir -p ~/koedu; tar -xzf ~/koedu-src.tar.gz -C ~/koedu; python3 -m pip install --user --quiet uv==$UV_VERSION; python3 -m uv venv --allow-existing --python 3.11 ~/koedu-venv; cd ~/koedu; python3 -m uv pip install --python ~/koedu-venv/bin/python '.[tpu]'"
-  # Every host runs the same command; train.run forms one JAX process per host.
+  # Every host runs the same command at once; on a multi-host slice the processes join.
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${where[@]}" --worker=all "--command=$train_cmd"
 }
 

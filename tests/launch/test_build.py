@@ -234,6 +234,20 @@ def test_train_creates_a_tpu_vm_and_runs_on_all_hosts(env):
                        "--learning_rate", "1e-4", "--text_field", "본문 text"]
 
 
+@pytest.mark.parametrize("accelerator, hosts", [
+    ("v5litepod-8", 1), ("v6e-8", 1), ("v5p-8", 1), ("v4-8", 1),
+    ("v5litepod-16", 2), ("v6e-32", 4), ("v5p-16", 2), ("v4-32", 4)])
+def test_train_joins_the_hosts_of_a_multi_host_slice(env, accelerator, hosts):
+    # At most 8 chips (v5e, v6e) or TensorCores (v4, v5p) per host: a larger slice is several
+    # hosts, each running the command, and train.run must join them (jax.distributed).
+    *_, train = dry(env, *TRAIN, "--accelerator_type", accelerator, "--", "--epochs", "3")
+    (run,) = words(options(train)["--command"].split(" && ")[1] + "\n")
+    assert "--worker=all" in train
+    expected = ["--distributed"] if hosts > 1 else []
+    assert run[3:] == ["--data=gs://labels/*.parquet", "--output=gs://models/run1", *expected,
+                       "--epochs", "3"]
+
+
 @pytest.mark.parametrize("accelerator, runtime", [
     ("v6e-8", "v2-alpha-tpuv6e"), ("v5p-8", "v2-alpha-tpuv5"), ("v4-8", "tpu-ubuntu2204-base")])
 def test_train_runtime_follows_the_accelerator(env, accelerator, runtime):

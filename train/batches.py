@@ -49,7 +49,8 @@ def token_batches(ids: list[np.ndarray], labels: np.ndarray, docs: np.ndarray, r
                   lengths: tuple[int, ...], pad_token_id: int):
   """Token micro-batches of `rows` rows, one document per row: documents sorted by length, so
   that each pass pads to the shortest row length holding its longest document, and the fewest
-  passes make a step. Laid out by the scorer's own packing (model/packing.py)."""
+  passes make a step. Laid out by the scorer's own packing (model/packing.py). `document` names
+  each row's document, from which its dropout masks are drawn (train/steps.py)."""
   docs = np.asarray(sorted(docs, key=lambda d: -len(ids[d])), np.int64)
   assigned = []
   for start in range(0, len(docs), rows):
@@ -61,7 +62,8 @@ def token_batches(ids: list[np.ndarray], labels: np.ndarray, docs: np.ndarray, r
     chunk = docs[batch.documents]
     row = batch.slots[0]
     label, weight = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
-    label[row], weight[row] = labels[chunk], 1
+    document = np.zeros(rows, np.int32)
+    label[row], weight[row], document[row] = labels[chunk], 1, chunk
     yield chunk, {"input_ids": batch.input_ids, "segment_ids": batch.segment_ids,
                   "position_ids": batch.position_ids, "cls_index": batch.cls_index,
-                  "label": label, "weight": weight}
+                  "label": label, "weight": weight, "document": document}

@@ -15,6 +15,7 @@ from flax import nnx
 
 from model import checkpoint
 from model.config import ModelConfig
+from train import parallel
 
 
 class Output:
@@ -49,11 +50,10 @@ class Output:
 
 def flat_params(base_params: dict, trained) -> dict:
   """The whole model's parameters (NNX path -> numpy): the base's, overwritten by the trained
-  ones (the head alone when features were cached)."""
+  ones (the head alone when features were cached). Every host must call it."""
   params = dict(base_params)
-  # Parameters are replicated: every host holds a whole copy in its first local shard.
-  params.update({path: np.asarray(v.get_value().addressable_data(0))
-                 for path, v in nnx.to_flat_state(trained)})
+  # Parameters are split over the devices (and hosts): gathered whole, on every host.
+  params.update({path: parallel.to_host(v.get_value()) for path, v in nnx.to_flat_state(trained)})
   return params
 
 

@@ -6,10 +6,9 @@ import json
 import logging
 import time
 
-import jax
 import numpy as np
 
-from train import batches, evaluate, export, optim, parallel, prepare, steps
+from train import agreement, batches, evaluate, export, optim, parallel, prepare, steps
 from train.checkpoints import Checkpoints
 from train.config import TrainConfig
 
@@ -61,7 +60,10 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
   output = export.Output(config.output)
   ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
   try:
-    check_recipe(output, config, resuming=ckpt.latest_step() is not None)
+    resuming = ckpt.latest_step() is not None
+    check_recipe(output, config, resuming)
+    if not resuming:
+      ckpt.start_fresh()
     return _train(config, mesh, output, ckpt, on_step, started)
   finally:
     ckpt.close()
@@ -73,27 +75,32 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
   train_labels = prepared.train.labels
   per_epoch = batches.steps_per_epoch(len(train_labels), config.batch_size)
   total = config.max_steps or config.num_epochs * per_epoch
-  graphdef, params = steps.split_params(prepared.model, config.cached)
-  optimizer = optim.optimizer(config, params, total)
-  run = steps.Steps(graphdef, optimizer, mesh, config.cached)
-  params = parallel.replicate(mesh, params)
-  opt_state = jax.jit(optimizer.init, out_shardings=parallel.replicated(mesh))(params)
-  meta = {"history": [], "best": None, "loss_sum": 0.0}
-  restored = ckpt.restore_latest(params, opt_state)
+  graphdef, host_params = steps.split_params(prepared.model, config.cached)
+  optimizer = optim.optimizer(config, host_params, total)
+  run = steps.Steps(graphdef, optimizer, prepared.runtime, host_params, cached=config.cached,
+                    frozen=config.freeze_encoder and not config.cached, dropout=config.dropout)
+  params = run.place(host_params)
+  del host_params
+  state = {"params": params, "opt_state": run.init(params),
+           "rng": parallel.replicate(mesh, steps.run_key(config.seed))}
+  meta = {"history": [], "best": None, "loss_sum": 0.0, "data": prepared.data}
+  restored = ckpt.restore_latest(state)
   start = 0
   if restored:
-    start, params, opt_state, meta = restored
+    start, state, meta = restored
+    agreement.check_resume(prepared.data, meta.get("data"), output.path("checkpoints"))
     log.info("resuming at step %d of %d", start, total)
+  params, opt_state, rng = state["params"], state["opt_state"], state["rng"]
   log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, %d devices",
            total, per_epoch, len(train_labels), len(prepared.eval.labels), mesh.devices.size)
   for step in range(start, total):
     epoch, within = divmod(step, per_epoch)
     docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)
-    grads, loss = run.zeros(params), 0.0
+    sums = run.zeros()
     for _, batch in inputs.micro(prepared.train_inputs, train_labels, docs):
-      grads, part = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(len(docs)))
-      loss += part
-    params, opt_state = run.apply(params, opt_state, grads)
+      sums = run.accumulate(params, sums, parallel.shard_rows(mesh, batch), np.float32(len(docs)),
+                            rng, np.int32(step))
+    params, opt_state, loss = run.apply(params, opt_state, sums)
     loss = parallel.scalar(loss)
     meta["loss_sum"] += loss
     done = step + 1
@@ -111,7 +118,7 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
         ckpt.save_best(done, params)
         meta["best"] = entry
     if done % per_epoch == 0 or done == total or done % config.checkpoint_every == 0:
-      ckpt.save_latest(done, params, opt_state, meta)
+      ckpt.save_latest(done, {"params": params, "opt_state": opt_state, "rng": rng}, meta)
     if on_step:
       on_step(done)
   return _finish(config, prepared, inputs, run, ckpt, params, meta, output,
@@ -125,8 +132,8 @@ def _finish(config, prepared, inputs, run, ckpt, params, meta, output, data_summ
   summary = {"best": best, "history": meta["history"], "data": data_summary,
              "fresh_head": prepared.base.fresh_head, "model": config.model,
              "output": output.root, "seconds": round(seconds, 1)}
+  weights = export.flat_params(prepared.base.params, best_params)  # a collective: on every host
   if parallel.is_primary():
-    weights = export.flat_params(prepared.base.params, best_params)
     export.export(output, prepared.base.config, weights, prepared.model_dir)
     evaluate.write(output, rep, {"step": best["step"], "epoch": best["epoch"],
                                  "history": meta["history"]})

@@ -10,13 +10,14 @@ import dataclasses
 import json
 import logging
 
+import jax
 import numpy as np
 
 from model import convert, hub, runtime as runtimes
 from model.recipe import int_scores
 from model.tokenize import DocumentTokenizer
 from model.xlmr import XLMRobertaClassifier
-from train import base, data, features, parallel
+from train import agreement, base, data, features, parallel
 from train.config import TrainConfig
 from train.export import Output
 
@@ -29,11 +30,13 @@ TOKENIZE_CHUNK = 65536  # documents per tokenizer call, for progress lines on la
 class Prepared:
   model_dir: str  # local copy of the base; its tokenizer is exported with the model
   base: base.Base
-  model: XLMRobertaClassifier  # the base, built to train (fp32 parameters, differentiable attention)
+  model: XLMRobertaClassifier  # the base, built to train (fp32 parameters, differentiable attention), on the host
+  runtime: runtimes.Runtime  # how `model` runs: precision, attention, the mesh
   train: data.Examples
   eval: data.Examples
   train_inputs: object  # cached features (documents, hidden), or token ids per document
   eval_inputs: object
+  data: dict  # agreement.fingerprint of train and eval, the same on every host
 
 
 def split(config: TrainConfig) -> tuple[data.Examples, data.Examples, data.DataReport]:
@@ -80,13 +83,18 @@ def tokenize(tokenizer: DocumentTokenizer, texts: list[str]) -> list[np.ndarray]
 def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
   # Data first: a wrong glob or field fails in seconds, not after downloading 2 GB of weights.
   train, held_out, report = split(config)
+  fingerprint = agreement.fingerprint(train, held_out)
+  agreement.check_hosts(fingerprint)
   summary = write_data_report(output, report, train, held_out)
   model_dir = hub.fetch(hub.describe(config.model, allow_pickle=config.allow_pickle))
   start = base.load(model_dir, config.seed, config.allow_pickle)
   start.config.check_max_length(config.max_length)
   devices = list(mesh.devices.flat)
   training = runtimes.resolve(start.config, config.dtype, devices=devices, training=True)
-  model = convert.model_from_params(start.config, start.params, **training.model_kwargs())
+  # Built in host memory: the steps place its parameters split over the devices (FSDP), and a
+  # whole copy on the first accelerator would cost as much as the Adam state saves.
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    model = convert.model_from_params(start.config, start.params, **training.model_kwargs())
   tokenizer = DocumentTokenizer(model_dir, config.max_length)
   train_ids, eval_ids = tokenize(tokenizer, train.texts), tokenize(tokenizer, held_out.texts)
   if config.cached:
@@ -97,4 +105,5 @@ def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
     train_inputs, eval_inputs = encode(train_ids), encode(eval_ids)
   else:
     train_inputs, eval_inputs = train_ids, eval_ids
-  return Prepared(model_dir, start, model, train, held_out, train_inputs, eval_inputs), summary
+  return Prepared(model_dir, start, model, training, train, held_out, train_inputs, eval_inputs,
+                  fingerprint), summary

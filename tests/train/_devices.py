@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -25,33 +26,79 @@ def run(data, model, output, devices, **overrides):
 
 def compare(a, b) -> dict:
   (sa, pa), (sb, pb) = a, b
-  return {"max_param_diff": max(float(np.max(np.abs(pa[k] - pb[k]))) for k in pa),
+  diffs = {".".join(map(str, k)): float(np.max(np.abs(pa[k] - pb[k]))) for k in pa}
+  # Attention's key bias adds the same logit to every key of a query, which softmax ignores:
+  # its gradient is zero but for float noise, and Adam scales noise up to updates of the
+  # learning rate. It is compared apart.
+  noise = {k: v for k, v in diffs.items() if k.endswith("attention.key.bias")}
+  diffs = {k: v for k, v in diffs.items() if k not in noise}
+  return {"max_param_diff": max(diffs.values()), "worst_param": max(diffs, key=diffs.get),
+          "max_key_bias_diff": max(noise.values(), default=0.0),
           "max_mse_diff": max(abs(x["mse"] - y["mse"]) for x, y in zip(sa["history"], sb["history"])),
           "same_confusion": sa["report"]["confusion_matrix"] == sb["report"]["confusion_matrix"]}
 
 
-def gradients(data, model, devices, device_batch_size):
-  """One step's accumulated gradients of the whole model, on a mesh of `devices`."""
-  from model.tokenize import DocumentTokenizer
-  from train import base, batches, optim, parallel, steps
-  config = TrainConfig.tiny(data, "-", model, freeze_encoder=False, device_batch_size=device_batch_size)
+def _steps(model, devices, config, dropout: bool):
+  """Steps for the whole model of `model` on a mesh of `devices`, and its placed parameters."""
+  from model import runtime
+  from train import base, optim, steps
   start = base.load(model, seed=0)
-  mesh = parallel.make_mesh(devices)
-  graphdef, params = steps.split_params(convert.model_from_params(start.config, start.params), False)
-  run = steps.Steps(graphdef, optim.optimizer(config, params, 10), mesh, cached=False)
-  params = parallel.replicate(mesh, params)
+  rt = runtime.resolve(start.config, "float32", devices=devices, training=True)
+  graphdef, params = steps.split_params(convert.model_from_params(start.config, start.params,
+                                                                  **rt.model_kwargs()), False)
+  run = steps.Steps(graphdef, optim.optimizer(config, params, 10), rt, params, cached=False,
+                    frozen=False, dropout=dropout)
+  return run, run.place(params), rt.mesh
+
+
+def _token_batches(data, model, rows, config):
+  from model.tokenize import DocumentTokenizer
+  from train import batches
   texts = [json.loads(line)["text"] for line in open(data, encoding="utf-8")][:32]
   ids = DocumentTokenizer(model, 64)(texts).ids
   labels = np.linspace(0, 5, 32, dtype=np.float32)
-  rows = batches.micro_rows(32, device_batch_size, len(devices))
-  grads, passes = run.zeros(params), 0
-  for _, batch in batches.token_batches(ids, labels, np.arange(32), rows, config.lengths, 1):
-    grads, _ = run.accumulate(params, grads, parallel.shard_rows(mesh, batch), np.float32(32))
+  return list(batches.token_batches(ids, labels, np.arange(32), rows, config.lengths, 1))
+
+
+def gradients(data, model, devices, device_batch_size):
+  """One step's accumulated gradients of the whole model, on a mesh of `devices`, without
+  dropout: the per-device sums, reduced as `Steps.apply` reduces them."""
+  from train import batches, parallel, steps
+  config = TrainConfig.tiny(data, "-", model, freeze_encoder=False, device_batch_size=device_batch_size)
+  run, params, mesh = _steps(model, devices, config, dropout=False)
+  sums, passes = run.zeros(), 0
+  key = parallel.replicate(mesh, steps.run_key(0))
+  for _, batch in _token_batches(data, model, batches.micro_rows(32, device_batch_size, len(devices)), config):
+    sums = run.accumulate(params, sums, parallel.shard_rows(mesh, batch), np.float32(32), key, np.int32(0))
     passes += 1
-  return passes, jax.tree.leaves(jax.tree.map(np.asarray, grads))
+  return passes, [np.asarray(g).sum(0) for g in jax.tree.leaves(sums["grads"])]
+
+
+COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather")
+
+
+def sharding(data, model, devices) -> dict:
+  """How a full fine-tune lays its state over `devices`, and the collectives of each program."""
+  from train import optim, parallel, steps
+  config = TrainConfig.tiny(data, "-", model, freeze_encoder=False)
+  run, params, mesh = _steps(model, devices, config, dropout=True)
+  opt_state = run.init(params)
+  split = lambda tree: [{"path": ".".join(optim.names(path)), "shape": list(x.shape),
+                         "shard": list(x.sharding.shard_shape(x.shape))}
+                        for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if x.ndim >= 2]
+  batch = parallel.shard_rows(mesh, _token_batches(data, model, 32, config)[0][1])
+  key = parallel.replicate(mesh, steps.run_key(0))
+  programs = {"accumulate": run.accumulate.lower(params, run.zeros(), batch, np.float32(32), key, np.int32(0)),
+              "apply": run.apply.lower(params, opt_state, run.zeros())}
+  counts = {}
+  for name, lowered in programs.items():
+    text = lowered.compile().as_text()
+    counts[name] = {op: len(re.findall(rf" {op}(-start)?\(", text)) for op in COLLECTIVES}
+  return {"params": split(params), "opt_state": split(opt_state), "collectives": counts}
 
 
 def main(data, model, out):
+  """`model`: a tiny encoder whose widths 8 divides, so that FSDP splits its matrices."""
   devices = jax.devices()
   assert len(devices) == 8, devices
   result = {}
@@ -66,6 +113,7 @@ def main(data, model, out):
   scale = max(float(np.max(np.abs(g))) for g in g1)
   result["gradients"] = {"passes": [passes1, passes8], "scale": scale,
                          "max_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(g1, g8))}
+  result["sharding"] = sharding(data, model, devices)
   print("RESULT " + json.dumps(result))
 
 

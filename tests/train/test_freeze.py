@@ -53,3 +53,31 @@ def test_frozen_training_of_the_full_model_leaves_the_encoder_bit_identical(
   cached = _run(small_corpus, encoder_dir, tmp_path / "cached")
   for path in start.params:
     np.testing.assert_allclose(cached[path], masked[path], atol=2e-5, err_msg=str(path))
+
+
+def test_a_frozen_encoder_run_every_step_has_no_backward_pass(small_corpus, encoder_dir):
+  # Frozen but not cached: the encoder runs under stop_gradient, so its gradients are exactly
+  # zero before the optimiser's mask, and XLA drops the backward pass through it.
+  import json
+  import jax
+  from model import runtime
+  from model.tokenize import DocumentTokenizer
+  from train import batches, parallel, steps
+  config = TrainConfig.tiny(small_corpus, "-", encoder_dir, cache_features=False)
+  start = base.load(encoder_dir, seed=0)
+  rt = runtime.resolve(start.config, "float32", devices=jax.devices()[:1], training=True)
+  graphdef, params = steps.split_params(convert.model_from_params(start.config, start.params,
+                                                                  **rt.model_kwargs()), False)
+  run = steps.Steps(graphdef, optim.optimizer(config, params, 10), rt, params, cached=False,
+                    frozen=True, dropout=False)
+  params = run.place(params)
+  texts = [json.loads(line)["text"] for line in open(small_corpus, encoding="utf-8")][:32]
+  ids = DocumentTokenizer(encoder_dir, 64)(texts).ids
+  _, batch = next(batches.token_batches(ids, np.linspace(0, 5, 32, dtype=np.float32), np.arange(32), 32,
+                                        config.lengths, 1))
+  batch = parallel.shard_rows(rt.mesh, batch)
+  sums = run.accumulate(params, run.zeros(), batch, np.float32(32),
+                        parallel.replicate(rt.mesh, steps.run_key(0)), np.int32(0))
+  grads = {optim.names(path): np.asarray(g) for path, g in jax.tree_util.tree_flatten_with_path(sums["grads"])[0]}
+  assert all(not g.any() for path, g in grads.items() if path[0] != base.HEAD)
+  assert all(g.any() for path, g in grads.items() if path[0] == base.HEAD and path[-1] == "kernel")

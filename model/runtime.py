@@ -99,9 +99,11 @@ def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", 
   mesh = make_mesh(devices)
   on_cpu = mesh.devices.flat[0].platform == "cpu"
   if precision == "auto":
-    # TPUs multiply in bf16; three passes keep int_score as fp32 has it where one pass did not
-    # (docs/benchmarks.md). On CPU bf16 is emulated and slower than fp32.
-    precision = "bfloat16_3x" if mesh.devices.flat[0].platform == "tpu" else "float32"
+    # TPUs multiply in bf16. One pass kept every int_score of a trained classifier (a base-width
+    # stand-in; its differences from fp32 would have to grow 20x to cost 0.5% of them:
+    # docs/benchmarks.md, "bf16 on a trained classifier"); three passes would triple the
+    # matrix-unit work for nothing. On CPU bf16 is emulated and slower than fp32.
+    precision = "bfloat16" if mesh.devices.flat[0].platform == "tpu" else "float32"
   if precision not in COMPUTE:
     raise ValueError(f"precision must be 'auto' or one of {sorted(COMPUTE)}, got {precision!r}")
   attention = choose_attention(attention, on_cpu, COMPUTE[precision].dtype, cfg.head_dim, training)

@@ -56,10 +56,11 @@ def test_a_full_fine_tune_resumes_to_an_uninterrupted_run(small_corpus, encoder_
   straight = train_and_evaluate(_config(data, encoder_dir, tmp_path / "straight"))
   history = straight["history"]
   assert [h["step"] for h in history] == [3, 6, 7]
-  # At the default learning rate a tiny model's loss falls from the first epoch on.
+  # At the default learning rate a tiny model's held-out error falls from the first epoch on.
+  # (Its training loss, over three dropout-noised batches an epoch, need not: CI's CPU once
+  # measured 13.38 then 13.54.)
   assert _config(data, encoder_dir, "-").peak_learning_rate == FULL_LEARNING_RATE
   assert history[0]["mse"] > history[1]["mse"] > history[2]["mse"], history
-  assert history[1]["train_loss"] < history[0]["train_loss"], history
 
   resumed_dir = tmp_path / "resumed"
   with pytest.raises(Interrupted):

@@ -10,16 +10,17 @@ import posixpath
 import tempfile
 
 import fsspec
-import numpy as np
 from flax import nnx
 
 from model import checkpoint
 from model.config import ModelConfig
+from pipeline.io import write_bytes_atomic
 from train import parallel
 
 
 class Output:
-  """Files of the output directory, written whole (a temporary name, then a rename)."""
+  """Files of the output directory, each written whole (pipeline.io.write_bytes_atomic: a
+  rename locally, the upload itself on object stores, where a rename is a copy)."""
 
   def __init__(self, root: str):
     self.root = root.rstrip("/")
@@ -36,11 +37,7 @@ class Output:
     return self.fs.cat_file(posixpath.join(self._path, name))
 
   def write(self, name: str, data: bytes) -> None:
-    target = posixpath.join(self._path, name)
-    partial = posixpath.join(self._path, f".{name}.partial")
-    with self.fs.open(partial, "wb") as f:
-      f.write(data)
-    self.fs.mv(partial, target)
+    write_bytes_atomic(self.path(name), data)
 
   def put_dir(self, local_dir: str) -> None:
     for name in sorted(os.listdir(local_dir)):

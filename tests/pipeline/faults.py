@@ -9,9 +9,11 @@ Faults (JSON in KOEDU_FAULTS):
   does.
 - "fs_every": K: URLs `faulty://<path>` reach the local file at <path>, but every K-th call of
   each kind (listing, lookup, open, read, write, delete) raises ConnectionResetError, as a
-  flaky network does. Writes land whole or not at all, as object stores do.
+  flaky network does (never more than twice in a row for one thread). Writes land whole or not at all, as object stores do.
 - "kill_before": "edu/", "kill_on": N: SIGKILL the process when it is about to write its N-th
   file whose path holds that text: a crash between a chunk's outputs.
+- "backoff_seconds": S: the first retry's wait (pipeline.io.BACKOFF_SECONDS, 0.5 s in a real
+  run), so that tests with many injected faults do not spend their time waiting.
 - "count_to": PATH: at exit, write how many calls of each kind `faulty://` received, by the
   first path component under the output (scores, _done, ...) or "input", as JSON: {"launch":
   what the launcher did before the graph was built, "run": everything}.
@@ -34,6 +36,7 @@ from fsspec.spec import AbstractFileSystem
 FAULTS = json.loads(os.environ.get("KOEDU_FAULTS", "{}"))
 _calls = collections.Counter()
 _lock = threading.Lock()
+_streaks = threading.local()  # failures in a row, per thread and kind of call
 
 
 _ops = collections.Counter()
@@ -81,8 +84,13 @@ def _maybe_fail(kind: str) -> None:
   with _lock:
     _calls[kind] += 1
     n = _calls[kind]
-  if n % every == 0:
+  # A retry runs in the thread that failed: at most two failures in a row for it, as a flaky
+  # network gives (otherwise threads retrying in step can meet every K-th call six times).
+  streak = getattr(_streaks, kind, 0)
+  if n % every == 0 and streak < 2:
+    setattr(_streaks, kind, streak + 1)
     raise ConnectionResetError(f"injected: {kind} call {n} reset by peer")
+  setattr(_streaks, kind, 0)
 
 
 def _maybe_kill(path: str) -> None:
@@ -206,6 +214,9 @@ def main() -> int:
   atexit.register(_write_counts)
   _snapshot_launch()
   fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)
+  if "backoff_seconds" in FAULTS:
+    from pipeline import io
+    io.BACKOFF_SECONDS = FAULTS["backoff_seconds"]
   if FAULTS.get("device_failures"):
     _inject_device_failures(FAULTS["device_failures"], FAULTS.get("device_fail_after", 0))
   from pipeline.run import main as run

@@ -31,6 +31,8 @@ def write_corpus(root: str, shards: int = 3, records: int = 12) -> dict:
 
 
 def run_with_faults(faults: dict, *args: str) -> subprocess.CompletedProcess:
+  # Retries wait 0.05 s then double (0.5 s in a real run): the same path, less idle time.
+  faults = {"backoff_seconds": 0.05, **faults}
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", KOEDU_FAULTS=json.dumps(faults))
   return subprocess.run([sys.executable, "-m", "tests.pipeline.faults", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)

@@ -28,6 +28,8 @@ EXTRAS_REQUIRE = {
     # torch is the reference implementation the tests compare against; 2.13.0 is a CPU build.
     "test": [
         "pytest==9.2.0",
+        "pytest-xdist==3.8.0",  # the suite in one process per core (README: -n auto --dist loadfile)
+        "execnet==2.1.2",
         "apache-beam[gcp]==2.77.0",  # the Dataflow client, to describe the job offline
         "torch==2.13.0",
         "gcp-storage-emulator==2026.7.19",

@@ -48,3 +48,22 @@ def tokenizer(tokenizer_dir):
   """The checkpoints' tokenizer as users load it (AutoTokenizer, fast)."""
   from transformers import AutoTokenizer
   return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+# The parity tests' max abs differences (tests/model/conftest.py `max_abs_diff`), printed after
+# the run. Hooks here, in the conftest of the path given to pytest: with pytest-xdist the
+# controller collects nothing and loads no deeper conftest.
+_MEASURED: list[tuple[str, str, int, float]] = []
+
+
+def pytest_runtest_logreport(report):
+  if report.when == "call":
+    _MEASURED.extend(tuple(value) for name, value in report.user_properties if name == "max_abs_diff")
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not _MEASURED:
+    return
+  terminalreporter.section("max abs diff of our scores vs the reference")
+  for test, label, n, diff in _MEASURED:
+    terminalreporter.write_line(f"{diff:9.2e}  {n:5d} values  {label}  ({test})")

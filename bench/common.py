@@ -236,6 +236,14 @@ def run_variant(module: str, args: list[str], env: dict | None = None) -> dict:
   return result
 
 
+def worktree(commit: str) -> str:
+  """A checkout of `commit` beside the results, for the "before" rows."""
+  path = os.path.join(BENCH_DIR, f"worktree-{commit}")
+  if not os.path.exists(os.path.join(path, "pipeline")):
+    subprocess.run(["git", "worktree", "add", "--detach", path, commit], cwd=REPO, check=True)
+  return path
+
+
 def save_results(name: str, results: dict) -> str:
   os.makedirs(RESULTS, exist_ok=True)
   path = os.path.join(RESULTS, f"{name}.json")

@@ -84,15 +84,17 @@ def measure_tokenizer(directory: str) -> dict:
           "others_busy": busy.fraction}
 
 
-def run_pipeline_process(directory: str, threads: int, output: str) -> dict:
-  """pipeline.run as a child process, timed from exec to exit."""
+def run_pipeline_process(directory: str, threads: int | None, output: str, code: str = common.REPO) -> dict:
+  """pipeline.run of the code in `code` as a child process, timed from exec to exit; threads
+  None runs it with its own defaults (the "before" code has no --host_threads)."""
   shutil.rmtree(output, ignore_errors=True)
   cmd = [sys.executable, "-m", "pipeline.run", "--input", os.path.join(directory, "*.jsonl"),
-         "--output", output, "--model", nothing_model(), "--host_threads", str(threads),
-         "--compilation_cache_dir", os.path.join(common.BENCH_DIR, "feed-jax-cache")]
+         "--output", output, "--model", nothing_model(),
+         "--compilation_cache_dir", os.path.join(common.BENCH_DIR, "feed-jax-cache-" + os.path.basename(code))]
+  cmd += ["--host_threads", str(threads)] if threads else []
   with common.Interference().measure() as busy:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True)
     wall = time.perf_counter() - start
   if proc.returncode:
     sys.stderr.write(proc.stderr[-3000:])
@@ -156,6 +158,7 @@ def main(argv=None) -> int:
   parser.add_argument("--documents", type=int, default=48000)
   parser.add_argument("--label", default="after")
   parser.add_argument("--threads", default=None, help="host threads to try (default 1, 2, 4 .. cores)")
+  parser.add_argument("--before", default="9d75996", help="the commit to time whole process too ('' for none)")
   parser.add_argument("--variant", help=argparse.SUPPRESS)
   parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
   parser.add_argument("--json", help=argparse.SUPPRESS)
@@ -187,7 +190,14 @@ def main(argv=None) -> int:
   common.wait_until_quiet()
   device = common.run_variant("bench.feed", ["--documents", str(args.documents), "--variant", "device",
                                              "--rate", str(0.8 * steady)])
-  results = {"tokenizer": tokenizer, "host": host, "device": device, "command": command}
+  before = None
+  if args.before:
+    code = common.worktree(args.before)
+    run_pipeline_process(directory, None, output, code)  # its compilation cache, as for ours
+    common.wait_until_quiet()
+    before = {**run_pipeline_process(directory, None, output, code), "commit": args.before}
+    common.log(f"host path before ({args.before}): {before}")
+  results = {"tokenizer": tokenizer, "host": host, "device": device, "before": before, "command": command}
   common.save_results(f"feed-{args.label}", results)
   common.update_doc(f"feed {args.label}", report(results, command))
   return 0
@@ -202,9 +212,14 @@ def report(r: dict, command: str) -> str:
     steady = h["documents"] / h["ready_to_end_seconds"] if h["ready_to_end_seconds"] else float("nan")
     rows.append([h["threads"], h["documents"], f"{h['wall_seconds']:.1f}", f"{whole:.0f}", f"{whole / raw:.2f}",
                  f"{steady:.0f}", f"{steady / raw:.2f}"])
+  if r.get("before"):
+    b = r["before"]
+    whole = b["documents"] / b["wall_seconds"]
+    rows.append([f"before ({b['commit']}), its default", b["documents"], f"{b['wall_seconds']:.1f}",
+                 f"{whole:.0f}", f"{whole / raw:.2f}", "-", "-"])
   d = r["device"]
   return "\n\n".join([
-      common.provenance([tok, *r["host"], d], command),
+      common.provenance([tok, *r["host"], d] + ([r["before"]] if r.get("before") else []), command),
       f"Tokenizer alone (the Rust batch path, every core, truncation on): **{raw:.0f} docs/s**; "
       f"through koedu's DocumentTokenizer (ids as numpy, truncation flags): {ours:.0f} docs/s.",
       common.table(["host threads", "documents", "whole process s", "docs/s whole process",

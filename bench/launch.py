@@ -138,13 +138,6 @@ def run_manifest(layout: str, model: str) -> dict:
   return wanted
 
 
-def worktree(commit: str) -> str:
-  path = os.path.join(common.BENCH_DIR, f"worktree-{commit}")
-  if not os.path.exists(os.path.join(path, "pipeline")):
-    subprocess.run(["git", "worktree", "add", "--detach", path, commit], cwd=common.REPO, check=True)
-  return path
-
-
 # ------------------------------------------------------------------------------ measuring
 
 def measure(code: str, argv: list[str], env: dict) -> dict:
@@ -178,7 +171,7 @@ def main(argv=None) -> int:
   model = os.path.join(common.BENCH_DIR, "launch-model")
   if not os.path.exists(os.path.join(model, "config.json")):
     save_checkpoint(model, tokenizer_dir=common.tokenizer_dir(), max_position_embeddings=common.MAX_POSITIONS)
-  codes = {"before": worktree(args.before), "after": common.REPO}
+  codes = {"before": common.worktree(args.before), "after": common.REPO}
   rows, results = [], []
   with gcs.emulator() as host:
     env = gcs.gcs_env(host)

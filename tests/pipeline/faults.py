@@ -16,7 +16,8 @@ Faults (JSON in KOEDU_FAULTS):
   run), so that tests with many injected faults do not spend their time waiting.
 - "count_to": PATH: at exit, write how many calls of each kind `faulty://` received, by the
   first path component under the output (scores, _done, ...) or "input", as JSON: {"launch":
-  what the launcher did before the graph was built, "run": everything}.
+  what the launcher did before the graph was built, "run": everything, "before_first": for each
+  kind of call, the counts of all calls made before its first one}.
 """
 from __future__ import annotations
 
@@ -42,10 +43,16 @@ _streaks = threading.local()  # failures in a row, per thread and kind of call
 _ops = collections.Counter()
 
 
+_firsts = {}  # for each kind of call, the counts of every kind when it first happened
+
+
 def _count(kind: str, path: str) -> None:
   if FAULTS.get("count_to"):
     with _lock:
-      _ops[f"{kind} {_area(path)}"] += 1
+      key = f"{kind} {_area(path)}"
+      if key not in _firsts:
+        _firsts[key] = dict(_ops)
+      _ops[key] += 1
 
 
 def _area(path: str) -> str:
@@ -63,7 +70,8 @@ _launch_ops = collections.Counter()
 def _write_counts() -> None:
   if FAULTS.get("count_to"):
     with open(FAULTS["count_to"], "w") as f:
-      json.dump({"launch": dict(_launch_ops), "run": dict(_ops)}, f, indent=1, sort_keys=True)
+      json.dump({"launch": dict(_launch_ops), "run": dict(_ops), "before_first": _firsts}, f, indent=1,
+                sort_keys=True)
 
 
 def _snapshot_launch() -> None:

@@ -1,5 +1,6 @@
 """Bookkeeping that does not grow with the corpus: a run over 2,000 shards and its rerun,
-every filesystem call counted (tests/pipeline/faults.py's counting store)."""
+every filesystem call counted (tests/pipeline/faults.py's counting store); and the first
+outputs written while most shards are unread."""
 from __future__ import annotations
 
 import json
@@ -45,6 +46,10 @@ def test_launch_resume_and_stats_cost_no_call_per_shard(spread_model, tmp_path):
   for area in ("scores", "edu", "_done", "_units"):
     assert ops[f"write {area}"] == SHARDS, (area, ops)
   assert not any(key.startswith("read _") for key in ops), "stats read markers or summaries back"
+  # Reading, scoring and writing are fused per unit: the first chunk is done while most shards
+  # are still unread (a shuffle of documents would read all 2,000 first).
+  opened = first["before_first"]["write _done"].get("open input", 0)
+  assert opened < SHARDS // 10, f"{opened} shards read before the first chunk was written"
 
   rerun = run_counted(tmp_path, "rerun", spread_model)
   ops = rerun["run"]

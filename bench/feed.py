@@ -4,9 +4,13 @@ device driven by the real host path.
     python -m bench.feed [--documents 48000] [--label after]
 
 1. host: `python -m pipeline.run` as a whole process (exec to exit) over the benchmark
-   documents with a model that costs nothing (2 layers, width 32), against the checkpoint's
-   tokenizer alone encoding the same texts with every core (the Rust batch path, truncation
-   on, no Python around it). Also the rate once the devices are ready (start-up excluded).
+   documents, its device replaced by one that costs nothing (the encoder runner's dispatch and
+   collect; reading, parsing, tokenizing, packing, the device thread's queue and writing are
+   pipeline.run's), against the checkpoint's tokenizer alone encoding the same texts with every
+   core (the Rust batch path, truncation on, no Python around it). Also the rate once the
+   devices are ready (start-up excluded), and pipeline.run as it is, computing a model of 2
+   layers and width 32 on this CPU, now and at the commit before this work (--before): on two
+   cores that "nothing" model's attention at 512 tokens competes with the host path for them.
 2. device: the same host path feeding a simulated accelerator that takes documents / rate
    seconds per batch without holding the GIL (time.sleep), at 80% of the host path's rate from
    (1); what fraction of the time from its first batch to its last it was busy.
@@ -27,7 +31,7 @@ import time
 from bench import common
 
 SHARD_DOCUMENTS = 4000
-READY = re.compile(r"^(\S+ \S+),\d+ INFO pipeline.units: the devices are ready")
+READY = re.compile(r"^(\S+ \S+),\d+ INFO pipeline\.\w+: the devices are ready")
 
 
 def nothing_model() -> str:
@@ -84,14 +88,18 @@ def measure_tokenizer(directory: str) -> dict:
           "others_busy": busy.fraction}
 
 
-def run_pipeline_process(directory: str, threads: int | None, output: str, code: str = common.REPO) -> dict:
-  """pipeline.run of the code in `code` as a child process, timed from exec to exit; threads
-  None runs it with its own defaults (the "before" code has no --host_threads)."""
+def run_pipeline_process(directory: str, threads: int | None, output: str, code: str = common.REPO,
+                         free_device: bool = True) -> dict:
+  """pipeline.run as a child process, timed from exec to exit: with a device that costs nothing
+  (bench.feed --variant simulated --rate 0, the host path alone), or as it is, computing the
+  nothing model on this CPU. threads None: the code's own default (the "before" code has no
+  --host_threads)."""
   shutil.rmtree(output, ignore_errors=True)
-  cmd = [sys.executable, "-m", "pipeline.run", "--input", os.path.join(directory, "*.jsonl"),
-         "--output", output, "--model", nothing_model(),
-         "--compilation_cache_dir", os.path.join(common.BENCH_DIR, "feed-jax-cache-" + os.path.basename(code))]
-  cmd += ["--host_threads", str(threads)] if threads else []
+  run = pipeline_args(directory, output, os.path.basename(code))
+  run += ["--host_threads", str(threads)] if threads else []
+  cmd = [sys.executable, "-m", "pipeline.run", *run]
+  if free_device:
+    cmd = [sys.executable, "-m", "bench.feed", "--variant", "simulated", "--rate", "0", "--run", json.dumps(run)]
   with common.Interference().measure() as busy:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True)
@@ -102,8 +110,13 @@ def run_pipeline_process(directory: str, threads: int | None, output: str, code:
   stats = json.load(open(os.path.join(output, "stats.json")))
   ready = [READY.match(line) for line in proc.stderr.splitlines()]
   ready = next((m.group(1) for m in ready if m), None)
-  return {"threads": threads, "wall_seconds": wall, "documents": stats["scored"], "others_busy": busy.fraction,
-          "ready_to_end_seconds": _seconds_after(ready, stats) if ready else None}
+  return {"threads": threads, "free_device": free_device, "wall_seconds": wall, "documents": stats["scored"],
+          "others_busy": busy.fraction, "ready_to_end_seconds": _seconds_after(ready, stats) if ready else None}
+
+
+def pipeline_args(directory: str, output: str, cache: str = "main") -> list[str]:
+  return ["--input", os.path.join(directory, "*.jsonl"), "--output", output, "--model", nothing_model(),
+          "--compilation_cache_dir", os.path.join(common.BENCH_DIR, f"feed-jax-cache-{cache}")]
 
 
 def _seconds_after(ready: str, stats: dict) -> float:
@@ -114,18 +127,27 @@ def _seconds_after(ready: str, stats: dict) -> float:
   return started + stats["wall_time_seconds"] - ready_at
 
 
-def measure_device(directory: str, rate: float, output: str) -> dict:
-  """The real host path in this process, feeding a device simulated at `rate` documents/s."""
+def simulate_device(rate: float) -> dict:
+  """Replace the encoder runner's dispatch and collect by a device that takes documents / rate
+  seconds per batch (rate 0: no time at all), waiting without holding the GIL as a TPU call
+  does; everything before and after it is pipeline.run's. Returns the device's running totals,
+  from its first batch of documents (the probe batch at start-up is not counted)."""
   import numpy as np
 
   from model import runner
-  device = {"free_at": 0.0, "busy": 0.0, "first": None, "last": 0.0, "batches": 0}
+  device = {"free_at": 0.0, "busy": 0.0, "first": None, "last": 0.0, "batches": 0, "gaps": [],
+            "dispatches": 0}
 
   def dispatch(self, batch):
     now = time.perf_counter()
     start = max(now, device["free_at"])
-    cost = len(batch.documents) / rate
+    cost = len(batch.documents) / rate if rate else 0.0
     device["free_at"] = start + cost
+    device["dispatches"] += 1
+    if device["dispatches"] == 1:
+      return runner.Dispatched(batch, device["free_at"])  # the start-up probe: not the documents'
+    if device["first"] is not None and now > device["last"]:
+      device["gaps"].append((device["last"] - device["first"], now - device["last"]))
     device["busy"] += cost
     device["first"] = start if device["first"] is None else device["first"]
     device["last"] = device["free_at"]
@@ -139,16 +161,21 @@ def measure_device(directory: str, rate: float, output: str) -> dict:
     out[dispatched.batch.documents] = np.float32(0)
 
   runner.EncoderRunner.dispatch, runner.EncoderRunner.collect = dispatch, collect
-  shutil.rmtree(output, ignore_errors=True)
+  return device
+
+
+def run_simulated(rate: float, argv: list[str]) -> dict:
+  """pipeline.run in this process, its device simulated at `rate` documents/s."""
+  device = simulate_device(rate)
   from pipeline.run import main
   with common.Interference().measure() as busy:
-    status = main(["--input", os.path.join(directory, "*.jsonl"), "--output", output,
-                   "--model", nothing_model(), "--compilation_cache_dir",
-                   os.path.join(common.BENCH_DIR, "feed-jax-cache")])
-  assert status == 0
+    assert main(argv) == 0
   span = device["last"] - device["first"]
   return {"rate": rate, "busy_seconds": device["busy"], "span_seconds": span,
-          "utilization": device["busy"] / span, "batches": device["batches"], "others_busy": busy.fraction}
+          "utilization": device["busy"] / span if rate else None, "batches": device["batches"],
+          # (seconds after the first batch, seconds idle): when the device waited for the host
+          "longest_waits": sorted(device["gaps"], key=lambda g: -g[1])[:10],
+          "others_busy": busy.fraction}
 
 
 # ------------------------------------------------------------------------------- the report
@@ -162,12 +189,18 @@ def main(argv=None) -> int:
   parser.add_argument("--variant", help=argparse.SUPPRESS)
   parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
   parser.add_argument("--json", help=argparse.SUPPRESS)
+  parser.add_argument("--run", help=argparse.SUPPRESS)  # --variant simulated: pipeline.run's argv, JSON
   args = parser.parse_args(argv)
+  if args.variant == "simulated":
+    result = run_simulated(args.rate, json.loads(args.run))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(result, f)
+    return 0
   directory = corpus(args.documents)
   output = os.path.join(common.BENCH_DIR, "feed-out")
   if args.variant:
-    result = (measure_tokenizer(directory) if args.variant == "tokenizer" else
-              measure_device(directory, args.rate, output))
+    result = measure_tokenizer(directory)
     with open(args.json, "w") as f:
       json.dump(result, f)
     return 0
@@ -179,7 +212,7 @@ def main(argv=None) -> int:
       sorted({min(cores, 2 ** k) for k in range(8) if 2 ** k <= cores} | {cores})
   common.wait_until_quiet()
   tokenizer = common.run_variant("bench.feed", ["--documents", str(args.documents), "--variant", "tokenizer"])
-  run_pipeline_process(directory, cores, output)  # fills the compilation cache: later runs load
+  run_pipeline_process(directory, cores, output, free_device=False)  # fills the compilation cache
   host = []
   for n in threads:
     common.wait_until_quiet()
@@ -188,16 +221,21 @@ def main(argv=None) -> int:
   best = max(host, key=lambda h: h["documents"] / h["wall_seconds"])
   steady = best["documents"] / best["ready_to_end_seconds"]
   common.wait_until_quiet()
-  device = common.run_variant("bench.feed", ["--documents", str(args.documents), "--variant", "device",
-                                             "--rate", str(0.8 * steady)])
+  shutil.rmtree(output, ignore_errors=True)
+  device = common.run_variant("bench.feed", ["--variant", "simulated", "--rate", str(0.8 * steady),
+                                             "--run", json.dumps(pipeline_args(directory, output))])
+  common.wait_until_quiet()
+  tiny = run_pipeline_process(directory, None, output, free_device=False)
+  common.log(f"host path computing the nothing model: {tiny}")
   before = None
   if args.before:
     code = common.worktree(args.before)
-    run_pipeline_process(directory, None, output, code)  # its compilation cache, as for ours
+    run_pipeline_process(directory, None, output, code, free_device=False)  # its compilation cache
     common.wait_until_quiet()
-    before = {**run_pipeline_process(directory, None, output, code), "commit": args.before}
+    before = {**run_pipeline_process(directory, None, output, code, free_device=False), "commit": args.before}
     common.log(f"host path before ({args.before}): {before}")
-  results = {"tokenizer": tokenizer, "host": host, "device": device, "before": before, "command": command}
+  results = {"tokenizer": tokenizer, "host": host, "device": device, "tiny": tiny, "before": before,
+             "command": command}
   common.save_results(f"feed-{args.label}", results)
   common.update_doc(f"feed {args.label}", report(results, command))
   return 0
@@ -206,27 +244,29 @@ def main(argv=None) -> int:
 def report(r: dict, command: str) -> str:
   tok = r["tokenizer"]
   raw, ours = tok["documents"] / tok["raw_seconds"], tok["documents"] / tok["document_tokenizer_seconds"]
-  rows = []
-  for h in r["host"]:
+
+  def row(label, h):
     whole = h["documents"] / h["wall_seconds"]
-    steady = h["documents"] / h["ready_to_end_seconds"] if h["ready_to_end_seconds"] else float("nan")
-    rows.append([h["threads"], h["documents"], f"{h['wall_seconds']:.1f}", f"{whole:.0f}", f"{whole / raw:.2f}",
-                 f"{steady:.0f}", f"{steady / raw:.2f}"])
+    steady = h["documents"] / h["ready_to_end_seconds"] if h.get("ready_to_end_seconds") else None
+    return [label, h["documents"], f"{h['wall_seconds']:.1f}", f"{whole:.0f}", f"{whole / raw:.2f}",
+            f"{steady:.0f}" if steady else "-", f"{steady / raw:.2f}" if steady else "-"]
+
+  rows = [row(f"host path, {h['threads']} host thread(s), free device", h) for h in r["host"]]
+  rows.append(row("after: computing the nothing model on this CPU, default threads", r["tiny"]))
   if r.get("before"):
-    b = r["before"]
-    whole = b["documents"] / b["wall_seconds"]
-    rows.append([f"before ({b['commit']}), its default", b["documents"], f"{b['wall_seconds']:.1f}",
-                 f"{whole:.0f}", f"{whole / raw:.2f}", "-", "-"])
+    rows.append(row(f"before ({r['before']['commit']}): computing the nothing model, its defaults", r["before"]))
   d = r["device"]
   return "\n\n".join([
-      common.provenance([tok, *r["host"], d] + ([r["before"]] if r.get("before") else []), command),
+      common.provenance([tok, *r["host"], d, r["tiny"]] + ([r["before"]] if r.get("before") else []), command),
       f"Tokenizer alone (the Rust batch path, every core, truncation on): **{raw:.0f} docs/s**; "
       f"through koedu's DocumentTokenizer (ids as numpy, truncation flags): {ours:.0f} docs/s.",
-      common.table(["host threads", "documents", "whole process s", "docs/s whole process",
-                    "of tokenizer alone", "docs/s once ready", "of tokenizer alone"], rows),
+      common.table(["run", "documents", "whole process s", "docs/s whole process", "of tokenizer alone",
+                    "docs/s once ready", "of tokenizer alone"], rows),
       f"Simulated device at {d['rate']:.0f} docs/s (80% of the host path's rate once ready), fed by "
       f"the real host path: busy **{d['utilization']:.1%}** of the {d['span_seconds']:.1f} s from its "
-      f"first batch to its last ({d['batches']} batches)."])
+      f"first batch of documents to its last ({d['batches']} batches; the probe batch at start-up, "
+      f"before any document is read, not counted). Longest waits for the host: "
+      + ", ".join(f"{w * 1000:.0f} ms at {t:.1f} s" for t, w in d["longest_waits"][:3]) + "."])
 
 
 if __name__ == "__main__":

@@ -48,10 +48,14 @@ class _Job:
 class DeviceService:
 
   def __init__(self, runner: EncoderRunner, probe_ids: list[np.ndarray], retries: int = 8,
-               in_flight: int = 4, queued_batches: int = 64):
+               in_flight: int = 4):
     self.runner = runner
     self._retries, self._in_flight = retries, in_flight
-    self._queue: queue.Queue = queue.Queue(maxsize=queued_batches)
+    # Not bounded here: what bounds it is each process's chunks in flight (Worker.slots). A
+    # bound in batches blocked the writer threads that submit, so finished chunks waited to be
+    # written while the device drained, then the device waited for the host (a 0.5 s stall in
+    # 10 s of bench.feed's simulated device).
+    self._queue: queue.Queue = queue.Queue()
     self._failed: BaseException | None = None
     self._probe_ids = probe_ids
     self._probe = self._run_probe_with_retries(expected=None)  # fails loudly if never working
@@ -68,14 +72,14 @@ class DeviceService:
     if not batches:
       future.set_result(job.out)
       return future
+    self._raise_if_failed()
     for batch in batches:
-      while True:  # wait for room, but not forever on a device that has died
-        self._raise_if_failed()
-        try:
-          self._queue.put((job, batch), timeout=1.0)
-          break
-        except queue.Full:
-          continue
+      self._queue.put((job, batch))
+    if self._failed is not None:  # failed while we queued, after its last look at the queue
+      try:
+        future.set_exception(DeviceFailed(f"the devices failed: {self._failed}"))
+      except concurrent.futures.InvalidStateError:
+        pass
     return future
 
   def score(self, ids: list[np.ndarray]) -> np.ndarray:

@@ -291,7 +291,7 @@ def provenance(results: list[dict], command: str) -> str:
   """The command, when, and how quiet the machine was."""
   worst = max((r.get("others_busy", 0.0) for r in results), default=0.0)
   m = machine()
-  return (f"Command: `{command}` (from the repository root, with /work/venv/bin/python), "
+  return (f"Command: `{command}` (from the repository root, in a virtual environment with `pip install -e '.[test,bench]'`), "
           f"{time.strftime('%Y-%m-%d %H:%M')}. Machine: {m['cpu']}, {m['cores']} cores "
           f"({', '.join(m['isa'])}), {m['memory_gib']} GiB; jax {m['versions'].get('jaxlib')}, "
           f"torch {m['versions'].get('torch')}, transformers {m['versions'].get('transformers')}. "

@@ -14,7 +14,8 @@ device driven by the real host path.
 2. device: the same host path feeding a simulated accelerator that takes documents / rate
    seconds per batch without holding the GIL (time.sleep), at 80% of the host path's rate from
    (1); what fraction of the time from its first batch to its last it was busy.
-3. threads: (1) with --host_threads 1, 2, 4 ... up to the machine's cores.
+3. threads and cores: (1) with --host_threads 1, 2, 4 ... up to the machine's cores, and with one
+   thread pinned to one core: the host docs/s per vCPU that docs/operations.md sizes workers by.
 Each variant runs in its own process on a quiet machine (bench/common.py wait_until_quiet).
 """
 from __future__ import annotations
@@ -89,11 +90,12 @@ def measure_tokenizer(directory: str) -> dict:
 
 
 def run_pipeline_process(directory: str, threads: int | None, output: str, code: str = common.REPO,
-                         free_device: bool = True) -> dict:
+                         free_device: bool = True, cores: int | None = None) -> dict:
   """pipeline.run as a child process, timed from exec to exit: with a device that costs nothing
   (bench.feed --variant simulated --rate 0, the host path alone), or as it is, computing the
   nothing model on this CPU. threads None: the code's own default (the "before" code has no
-  --host_threads)."""
+  --host_threads). cores: the process pinned to that many of the machine's cores (the Rust
+  tokenizer sizes its pool by them)."""
   shutil.rmtree(output, ignore_errors=True)
   run = pipeline_args(directory, output, os.path.basename(code))
   run += ["--host_threads", str(threads)] if threads else []
@@ -102,7 +104,8 @@ def run_pipeline_process(directory: str, threads: int | None, output: str, code:
     cmd = [sys.executable, "-m", "bench.feed", "--variant", "simulated", "--rate", "0", "--run", json.dumps(run)]
   with common.Interference().measure() as busy:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True)
+    pin = (lambda: os.sched_setaffinity(0, range(cores))) if cores else None
+    proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True, preexec_fn=pin)
     wall = time.perf_counter() - start
   if proc.returncode:
     sys.stderr.write(proc.stderr[-3000:])
@@ -110,7 +113,7 @@ def run_pipeline_process(directory: str, threads: int | None, output: str, code:
   stats = json.load(open(os.path.join(output, "stats.json")))
   ready = [READY.match(line) for line in proc.stderr.splitlines()]
   ready = next((m.group(1) for m in ready if m), None)
-  return {"threads": threads, "free_device": free_device, "wall_seconds": wall, "documents": stats["scored"],
+  return {"threads": threads, "cores": cores or os.cpu_count(), "free_device": free_device, "wall_seconds": wall, "documents": stats["scored"],
           "others_busy": busy.fraction, "ready_to_end_seconds": _seconds_after(ready, stats) if ready else None}
 
 
@@ -218,6 +221,10 @@ def main(argv=None) -> int:
     common.wait_until_quiet()
     host.append(run_pipeline_process(directory, n, output))
     common.log(f"host path, {n} threads: {host[-1]}")
+  if cores > 1:
+    common.wait_until_quiet()
+    host.append(run_pipeline_process(directory, 1, output, cores=1))
+    common.log(f"host path, 1 thread on 1 core: {host[-1]}")
   best = max(host, key=lambda h: h["documents"] / h["wall_seconds"])
   steady = best["documents"] / best["ready_to_end_seconds"]
   common.wait_until_quiet()
@@ -251,7 +258,8 @@ def report(r: dict, command: str) -> str:
     return [label, h["documents"], f"{h['wall_seconds']:.1f}", f"{whole:.0f}", f"{whole / raw:.2f}",
             f"{steady:.0f}" if steady else "-", f"{steady / raw:.2f}" if steady else "-"]
 
-  rows = [row(f"host path, {h['threads']} host thread(s), free device", h) for h in r["host"]]
+  rows = [row(f"host path, {h['threads']} host thread(s) on {h.get('cores', '?')} core(s), free device", h)
+          for h in r["host"]]
   rows.append(row("after: computing the nothing model on this CPU, default threads", r["tiny"]))
   if r.get("before"):
     rows.append(row(f"before ({r['before']['commit']}): computing the nothing model, its defaults", r["before"]))

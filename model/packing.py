@@ -77,15 +77,21 @@ def batch_sizes(full: int, multiple: int, smallest_fraction: int) -> list[int]:
 
 
 def make_batches(ids: list[np.ndarray], rows: list[tuple[int, list[int]]], sizes: dict[int, list[int]],
-                 pad_token_id: int, pack: bool) -> list[Batch]:
-  """Fill compiled shapes with rows; the last batch of each length takes the smallest size that
-  holds what is left."""
+                 pad_token_id: int, pack: bool, share_tails: bool = True) -> list[Batch]:
+  """Fill compiled shapes with rows, longest rows first. The last batch of each length takes the
+  smallest size that holds what is left, and (share_tails) its empty rows, paid for either way,
+  take rows of shorter lengths, the longest first: that may spare a shorter length its own last
+  batch, the padding a run of a few hundred documents pays most for."""
+  pending = {length: [docs for l, docs in rows if l == length] for length in sizes}
   batches = []
-  for length in sorted(sizes):
-    pending = [docs for l, docs in rows if l == length]
-    while pending:
-      size = next((s for s in reversed(sizes[length]) if s >= len(pending)), sizes[length][0])
-      chunk, pending = pending[:size], pending[size:]
+  for length in sorted(sizes, reverse=True):
+    left = pending[length]
+    while left:
+      size = next((s for s in reversed(sizes[length]) if s >= len(left)), sizes[length][0])
+      chunk, left = left[:size], left[size:]
+      for shorter in sorted((l for l in sizes if l < length and share_tails), reverse=True):
+        room = size - len(chunk)
+        chunk, pending[shorter] = chunk + pending[shorter][:room], pending[shorter][room:]
       batches.append(_fill(ids, chunk, size, length, pad_token_id, pack))
   return batches
 

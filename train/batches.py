@@ -58,7 +58,8 @@ def token_batches(ids: list[np.ndarray], labels: np.ndarray, docs: np.ndarray, r
     length = next(l for l in lengths if l >= longest)
     assigned += [(length, [i]) for i in range(start, min(start + rows, len(docs)))]
   doc_ids = [ids[d] for d in docs]
-  for batch in packing.make_batches(doc_ids, assigned, {l: [rows] for l in lengths}, pad_token_id, pack=False):
+  for batch in packing.make_batches(doc_ids, assigned, {l: [rows] for l in lengths}, pad_token_id, pack=False,
+                                    share_tails=False):  # one length per pass, as sorted
     chunk = docs[batch.documents]
     row = batch.slots[0]
     label, weight = np.zeros(rows, np.float32), np.zeros(rows, np.float32)

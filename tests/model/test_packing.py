@@ -183,3 +183,20 @@ def test_int_scores_round_half_to_even_on_clipped_scores():
   got = int_scores(scores)
   assert got.dtype.kind == "i" and got.tolist() == expected
   assert got.tolist()[:2] == [2, 4]  # halves go to even, as Python's round
+
+
+def test_a_last_batch_takes_shorter_rows_into_its_empty_rows():
+  # Five 512-token rows fill 5 of an 8-row batch; the two 128-token rows ride in its empty rows
+  # instead of paying for a 2-row batch of their own. Training keeps one length per batch.
+  rng = np.random.default_rng(3)
+  lengths = np.array([400] * 5 + [100] * 2)
+  ids = [np.concatenate([[0], rng.integers(3, 300, n - 2), [2]]).astype(np.int32) for n in lengths]
+  rows = [(512, [d]) for d in range(5)] + [(128, [5]), (128, [6])]
+  sizes = {l: packing.batch_sizes(8, 1, 4) for l in (128, 512)}
+  (batch,) = packing.make_batches(ids, rows, sizes, PAD, pack=True)
+  assert batch.shape == (8, 512) and sorted(batch.documents.tolist()) == list(range(7))
+  for doc, r, c in zip(batch.documents, *batch.slots):
+    start = batch.cls_index[r, c]
+    assert np.array_equal(batch.input_ids[r, start:start + lengths[doc]], ids[doc])
+  apart = packing.make_batches(ids, rows, sizes, PAD, pack=True, share_tails=False)
+  assert [b.shape for b in apart] == [(8, 512), (2, 128)]

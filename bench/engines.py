@@ -185,7 +185,7 @@ def load(size: str, engine: str, threads: int):
                  infer_requests=compiled.get_property(props.optimal_number_of_infer_requests),
                  matmul_precisions=openvino_precisions(compiled))
     if engine == "openvino-throughput":
-      queue = ov.AsyncInferQueue(compiled, extra["infer_requests"])
+      queue, infer = ov.AsyncInferQueue(compiled, extra["infer_requests"]), None
     else:
       request = compiled.create_infer_request()
 

@@ -201,6 +201,17 @@ def report(runs: list[dict], command: str) -> str:
       *notes])
 
 
+def _store(row: dict, command: str, counts: dict) -> list[dict]:
+  """The stored rows with `row` in place of its earlier measurement. Rows not rerun are kept,
+  as long as they scored the same number of documents."""
+  stored = common.load_results("reference") or {"runs": []}
+  kept = [r for r in stored["runs"] if _key(r) != _key(row) and r["documents"] == counts.get(r["size"])]
+  order = {(s, *v): i for i, (s, v) in enumerate((s, v) for s in ("base", "large") for v in VARIANTS)}
+  runs = sorted([row] + kept, key=lambda r: order.get(_key(r), len(order)))
+  common.save_results("reference", {"runs": runs, "command": command})
+  return runs
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--documents", type=int, default=768, help="documents for the base model")
@@ -235,7 +246,7 @@ def main(argv=None) -> int:
   chosen = lambda engine, order, batch: (engine in wanted or f"{engine}:{order}:{batch}" in wanted
                                          or (engine.startswith("openvino") and "openvino" in wanted))
   disturbed = 2 * float(os.environ.get("KOEDU_BENCH_MAX_BUSY", "0.05"))
-  new = []
+  runs = (common.load_results("reference") or {"runs": []})["runs"]
   for size in args.sizes.split(","):
     common.checkpoint(size)  # built once, outside any timing
     for engine, order, batch in VARIANTS:
@@ -251,15 +262,9 @@ def main(argv=None) -> int:
         r = attempts[-1]
         common.log(f"{size} {engine} {order} {batch}: {r['documents'] / r['seconds']:.2f} docs/s "
                    f"(others busy {r['others_busy']:.1%})")
-      new.append(min(attempts, key=lambda r: r["others_busy"]))
-  # Rows not rerun are kept, as long as they scored the same number of documents.
-  stored = common.load_results("reference") or {"runs": []}
-  done = {_key(r) for r in new}
-  counts = {"base": args.documents, "large": args.large_documents}
-  kept = [r for r in stored["runs"] if _key(r) not in done and r["documents"] == counts.get(r["size"])]
-  order = {(s, *v): i for i, (s, v) in enumerate((s, v) for s in ("base", "large") for v in VARIANTS)}
-  runs = sorted(new + kept, key=lambda r: order.get(_key(r), len(order)))
-  common.save_results("reference", {"runs": runs, "command": command})
+      # Stored after every row, so that a row failing later loses none measured before it.
+      runs = _store(min(attempts, key=lambda r: r["others_busy"]), command,
+                    {"base": args.documents, "large": args.large_documents})
   body = report(runs, command)
   print(body)
   common.update_doc("reference", body)

@@ -11,6 +11,7 @@ owns the devices only calls `dispatch` and `collect`.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -109,24 +110,40 @@ class EncoderRunner:
     return [(s, l) for l in sorted(self._sizes) for s in self._sizes[l]]
 
   def _executable(self, rows: int, length: int):
+    """The program for one shape, compiled once per process: a thread asking for a shape another
+    is compiling waits for that one, not for every shape."""
     key = (rows, length)
-    with self._compile_lock:  # threads asking for one shape at once compile it once
-      if key not in self._compiled:
-        width = packing.max_documents_per_row(length, self.config.pack)
-        spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=self.runtime.rows)
-        start = time.perf_counter()
-        lowered = self._forward.lower(self._state, spec((rows, length)), spec((rows, length)),
-                                      spec((rows, length)), spec((rows, width)))
-        self._compiled[key] = lowered.compile(compiler_options=dict(self.runtime.compiler_options))
-        self.stats.compile_seconds[key] = time.perf_counter() - start
-        log.info("compiled the encoder for %d x %d tokens in %.1fs", rows, length,
-                 self.stats.compile_seconds[key])
-      return self._compiled[key]
+    with self._compile_lock:
+      future = self._compiled.get(key)
+      compiling = future is None
+      if compiling:
+        future = self._compiled[key] = concurrent.futures.Future()
+    if compiling:
+      try:
+        future.set_result(self._compile(rows, length))
+      except BaseException as err:
+        with self._compile_lock:  # the next ask compiles again: the fault may be the machine's
+          del self._compiled[key]
+        future.set_exception(err)
+    return future.result()
+
+  def _compile(self, rows: int, length: int):
+    width = packing.max_documents_per_row(length, self.config.pack)
+    spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=self.runtime.rows)
+    start = time.perf_counter()
+    lowered = self._forward.lower(self._state, spec((rows, length)), spec((rows, length)),
+                                  spec((rows, length)), spec((rows, width)))
+    compiled = lowered.compile(compiler_options=dict(self.runtime.compiler_options))
+    self.stats.compile_seconds[(rows, length)] = time.perf_counter() - start
+    log.info("compiled the encoder for %d x %d tokens in %.1fs", rows, length,
+             self.stats.compile_seconds[(rows, length)])
+    return compiled
 
   def warmup(self) -> float:
-    """Compiles every shape (loaded from the persistent cache where it holds them); seconds."""
+    """Compiles every shape (loaded from the persistent cache where it holds them), the full
+    batches first: what a stream of documents needs soonest. Seconds."""
     start = time.perf_counter()
-    for shape in self.shapes:
+    for shape in sorted(self.shapes, key=lambda s: -s[0] * s[1]):
       self._executable(*shape)
     seconds = time.perf_counter() - start
     log.info("%d compiled shapes ready in %.1fs", len(self.shapes), seconds)

@@ -9,8 +9,10 @@ piling up batches in memory.
 Faults. Every batch reaching the devices holds valid token ids of compiled shapes, so nothing a
 document holds can make a device fail: a failure is the machine's (a device error, out of
 memory, a runtime halt). The device thread then retries with backoff, each time first running
-a probe batch whose scores are known from start-up; once the probe scores right again, the
-batches in flight are dispatched anew. If the device never recovers, every waiting and later
+a probe: the first batch it ever scored, whose scores it kept. Once the probe scores as it did,
+the batches in flight are dispatched anew; before any batch has scored, the failed batch's own
+retry is the check. No probe is computed at start-up: on a CPU worker the smallest compiled
+batch costs seconds of compute, paid by every short job. If the device never recovers, every waiting and later
 call raises DeviceFailed: the bundle fails and is retried by the runner, or the run fails; no
 document is ever put in errors/ for it.
 """
@@ -26,6 +28,7 @@ import time
 
 import numpy as np
 
+from model import packing
 from model.runner import EncoderRunner
 from pipeline import io
 
@@ -47,8 +50,7 @@ class _Job:
 
 class DeviceService:
 
-  def __init__(self, runner: EncoderRunner, probe_ids: list[np.ndarray], retries: int = 8,
-               in_flight: int = 4):
+  def __init__(self, runner: EncoderRunner, retries: int = 8, in_flight: int = 4):
     self.runner = runner
     self._retries, self._in_flight = retries, in_flight
     # Not bounded here: what bounds it is each process's chunks in flight (Worker.slots). A
@@ -57,8 +59,7 @@ class DeviceService:
     # 10 s of bench.feed's simulated device).
     self._queue: queue.Queue = queue.Queue()
     self._failed: BaseException | None = None
-    self._probe_ids = probe_ids
-    self._probe = self._run_probe_with_retries(expected=None)  # fails loudly if never working
+    self._probe: tuple[packing.Batch, np.ndarray] | None = None  # (first batch scored, its scores)
     self._thread = threading.Thread(target=self._loop, name="koedu-device", daemon=True)
     self._thread.start()
 
@@ -107,8 +108,8 @@ class DeviceService:
           except queue.Empty:
             break
           pending.append((job, batch, self._dispatch(batch)))
-        job, batch, dispatched = pending.popleft()
-        self._collect(job, batch, dispatched, pending)
+        self._collect(*pending[0], pending)
+        pending.popleft()
     except BaseException as err:  # recovery gave up: fail every caller, now and later
       self._failed = err
       log.error("the devices failed, every waiting batch fails with them: %s", err)
@@ -142,38 +143,48 @@ class DeviceService:
       except Exception as err:
         if attempt == self._retries:
           raise DeviceFailed(f"a batch failed {attempt + 1} times: {type(err).__name__}: {err}") from err
-        self._recover(err)
+        self._recover(err, attempt + 1)
         # What was in flight with it may be lost too: all of it starts again.
         dispatched = None
         for i, (other_job, other_batch, _) in enumerate(pending):
           pending[i] = (other_job, other_batch, None)
+    if self._probe is None:
+      self._probe = (batch, job.out[batch.documents].copy())
     job.remaining -= 1
     if job.remaining == 0:
       job.future.set_result(job.out)
 
-  def _recover(self, err: BaseException) -> None:
+  def _recover(self, err: BaseException, attempt: int) -> None:
+    if self._probe is None:  # nothing scored yet to compare with: retrying the batch is the check
+      log.warning("device error before any batch scored (%s: %s); retrying (attempt %d of %d)",
+                  type(err).__name__, str(err)[:500], attempt, self._retries)
+      time.sleep(io.backoff(attempt))
+      return
     log.warning("device error (%s: %s); checking the devices with the probe batch",
                 type(err).__name__, str(err)[:500])
-    self._run_probe_with_retries(expected=self._probe, first_error=err)
+    self._run_probe_with_retries(first_error=err)
 
-  def _run_probe_with_retries(self, expected, first_error=None) -> np.ndarray:
-    """Runs the probe until it scores as expected (or, at start, at all); DeviceFailed after
-    the retries."""
-    last = first_error
+  def _score_probe(self) -> np.ndarray:
+    batch, _ = self._probe
+    out = self.runner.empty(int(batch.documents.max()) + 1)
+    self.runner.collect(self.runner.dispatch(batch), out)
+    return out[batch.documents]
+
+  def _run_probe_with_retries(self, first_error: BaseException) -> None:
+    """Runs the probe until it scores as it first did; DeviceFailed after the retries."""
+    expected, last = self._probe[1], first_error
     for attempt in range(1, self._retries + 1):
-      if last is not None:
-        time.sleep(io.backoff(attempt))
+      time.sleep(io.backoff(attempt))
       try:
-        scores = self.runner.run(self._probe_ids)
+        scores = self._score_probe()
       except Exception as err:
         last = err
         log.warning("probe batch failed (attempt %d of %d): %s: %s", attempt, self._retries,
                     type(err).__name__, str(err)[:300])
         continue
-      if expected is None or np.allclose(scores, expected, rtol=0, atol=PROBE_TOLERANCE):
-        if last is not None:
-          log.info("the devices work again (probe batch scored as at start-up)")
-        return scores
+      if np.allclose(scores, expected, rtol=0, atol=PROBE_TOLERANCE):
+        log.info("the devices work again (the probe batch scored as it first did)")
+        return
       last = RuntimeError(f"probe batch scored {scores.tolist()}, not {expected.tolist()}")
       log.warning("%s", last)
     raise DeviceFailed(f"the devices did not recover after {self._retries} tries; last error: "

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from model.config import ModelConfig
 from model.hub import ModelInfo
 from model.tokenize import DocumentTokenizer
 from pipeline.options import ScoringConfig
@@ -25,7 +26,11 @@ Future = concurrent.futures.Future
 
 
 def load_device_service(config: ScoringConfig, info: ModelInfo):
-  """The devices' owner: the model fetched, verified, compiled for every shape and probed."""
+  """The devices' owner: the model fetched, verified and loaded. It takes batches at once; a
+  shape is compiled when a batch first needs it. On accelerators every shape also compiles in
+  the background meanwhile (the host's cores are otherwise idle while the devices compute);
+  on CPU that would take cores from the scoring for shapes a job may never use: 4 of 12 for
+  192 web documents."""
   from model import hub
   from model.runner import load_runner
   from model.text_scorer import enable_compilation_cache
@@ -34,16 +39,20 @@ def load_device_service(config: ScoringConfig, info: ModelInfo):
   model_dir = hub.fetch(info, cache_dir=config.model_cache_dir)
   runner = load_runner(model_dir, config.runner_config(), precision=config.dtype,
                        allow_pickle=config.allow_pickle)
-  runner.warmup()  # once, here: never by threads racing each other for the same shape
-  tokenizer = DocumentTokenizer(model_dir, config.max_length).load()
-  if tokenizer.vocab_size > runner.model_config.vocab_size:
-    raise ValueError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
-                     f"{runner.model_config.vocab_size} embeddings")
-  probe = tokenizer(["", "koedu probe: 광합성은 식물이 빛 에너지를 화학 에너지로 바꾸는 과정이다."]).ids
-  service = DeviceService(runner, probe, retries=config.device_retries)
+  if runner.runtime.platform != "cpu":
+    threading.Thread(target=_compile_ahead, args=(runner,), name="koedu-compile", daemon=True).start()
+  service = DeviceService(runner, retries=config.device_retries)
   log.info("the devices are ready: %s precision, %s attention, %d %s device(s)", runner.runtime.precision,
            runner.runtime.attention, runner.runtime.devices, runner.runtime.platform)
   return service
+
+
+def _compile_ahead(runner) -> None:
+  try:
+    runner.warmup()
+  except Exception as err:  # the batch that needs the shape compiles it again, with the retries
+    log.warning("compiling ahead failed (%s: %s); shapes compile when a batch needs them",
+                type(err).__name__, str(err)[:300])
 
 
 def _shared_device_service(config: ScoringConfig, info: ModelInfo):
@@ -83,6 +92,10 @@ def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
   writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="koedu-write")
   service = writers.submit(load_device_service if local else _shared_device_service, config, info)
   tokenizer = DocumentTokenizer(hub.fetch(info, cache_dir=config.model_cache_dir), config.max_length).load()
+  embeddings = ModelConfig.from_hf_dict(info.config).vocab_size
+  if tokenizer.vocab_size > embeddings:
+    raise ValueError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
+                     f"{embeddings} embeddings")
   host = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host")
   return Worker(tokenizer, service, host, writers, local, threading.BoundedSemaphore(2 * config.threads + 2))
 

@@ -45,9 +45,9 @@ def main(request_path: str) -> None:
     assert np.isfinite(scorer.run(call)).all()
     scored += len(call)
 
-  rows = scorer._compiled[next(iter(scorer._compiled))].input_shardings[0][1]  # input_ids
+  rows = scorer._executable(*scorer.shapes[0]).input_shardings[0][1]  # input_ids
   # Each custom call of the fused CPU attention, with the rows it was given, in every program.
-  programs = {f"{r}x{l}": scorer._compiled[(r, l)].as_text() for r, l in scorer.shapes}
+  programs = {f"{r}x{l}": scorer._executable(r, l).as_text() for r, l in scorer.shapes}
   fused_calls = {shape: [int(m) for m in re.findall(r"f32\[(\d+),[\d,]+\][^ ]* custom-call\(.*"
                                                      r"koedu_fused_attention", text)]
                  for shape, text in programs.items()}

@@ -37,20 +37,34 @@ def failing(monkeypatch, calls: set[int], method: str = "dispatch"):
 
 def test_a_halt_mid_run_is_retried_after_the_probe(setup, monkeypatch, caplog):
   runner, ids, expected = setup
-  service = device.DeviceService(runner, ids[:2], retries=4)
+  service = device.DeviceService(runner, retries=4)
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
-  # The first batch's result fails to come back, and so does the probe's first try.
+  first = service.score(ids[:2])  # the first batch scored becomes the probe
+  # The next batch's result fails to come back, and so does the probe's first try.
   failing(monkeypatch, {1, 2}, "collect")
   with caplog.at_level(logging.INFO, logger="pipeline.device"):
     scores = service.score(ids)
+  np.testing.assert_allclose(first, expected[:2], atol=1e-6)
   np.testing.assert_allclose(scores, expected, atol=1e-6)
   assert "the devices work again" in caplog.text and "probe batch failed" in caplog.text
 
 
+def test_a_first_batch_that_fails_is_retried_without_a_probe(setup, monkeypatch, caplog):
+  runner, ids, expected = setup
+  service = device.DeviceService(runner, retries=3)
+  monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
+  failing(monkeypatch, {1, 2}, "collect")
+  with caplog.at_level(logging.INFO, logger="pipeline.device"):
+    scores = service.score(ids)
+  np.testing.assert_allclose(scores, expected, atol=1e-6)
+  assert caplog.text.count("before any batch scored") == 2
+
+
 def test_a_device_that_stays_down_fails_every_caller(setup, monkeypatch):
   runner, ids, _ = setup
-  service = device.DeviceService(runner, ids[:2], retries=2)
+  service = device.DeviceService(runner, retries=2)
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
+  service.score(ids[:2])
   failing(monkeypatch, set(range(1, 1000)))
   with pytest.raises(device.DeviceFailed, match="INTERNAL: halted"):
     service.score(ids)
@@ -60,17 +74,22 @@ def test_a_device_that_stays_down_fails_every_caller(setup, monkeypatch):
 
 def test_a_probe_that_scores_wrong_is_a_failure_not_a_recovery(setup, monkeypatch):
   runner, ids, _ = setup
-  service = device.DeviceService(runner, ids[:2], retries=2)
+  service = device.DeviceService(runner, retries=2)
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
-  service._probe = service._probe + 1.0  # what start-up recorded no longer comes out
+  service.score(ids[:2])
+  batch, scores = service._probe
+  service._probe = (batch, scores + 1.0)  # what the first batch scored no longer comes out
   failing(monkeypatch, {1, 2}, "collect")
   with pytest.raises(device.DeviceFailed, match="probe batch scored"):
     service.score(ids)
 
 
-def test_a_device_that_never_worked_fails_at_start(setup, monkeypatch):
+def test_a_device_that_never_worked_fails_its_first_call_and_every_later_one(setup, monkeypatch):
   runner, ids, _ = setup
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
   failing(monkeypatch, set(range(1, 1000)))
-  with pytest.raises(device.DeviceFailed, match="did not recover after 3 tries"):
-    device.DeviceService(runner, ids[:2], retries=3)
+  service = device.DeviceService(runner, retries=3)  # no work at start-up: nothing fails yet
+  with pytest.raises(device.DeviceFailed, match="a batch failed 4 times"):
+    service.submit(ids[:1]).result(timeout=60)  # a call of one batch: the batch that failed
+  with pytest.raises(device.DeviceFailed):
+    service.submit(ids[:2])

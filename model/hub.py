@@ -8,7 +8,6 @@ place is fetched anew, and one changed during a run stops the run instead of mix
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import json
@@ -20,7 +19,7 @@ import uuid
 import fsspec
 import fsspec.implementations.local
 
-from model import checkpoint
+from model import checkpoint, checksums
 from model.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -137,62 +136,15 @@ def _checksum(fs, path: str) -> str:
     if info.get(key):
       return f"{key}:{info[key]}"
   if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-    return local_checksum(path, "sha256:")
+    return checksums.local(path, "sha256:")
   with fs.open(path, "rb") as f:
-    return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()
-
-
-# (path, size, mtime, inode, kind) -> checksum of local files hashed by this process: where the
-# launcher and a worker are one process (DirectRunner), a weights file is hashed once, not
-# twice. A file rewritten since gets another mtime (or inode), and is hashed again.
-_LOCAL_CHECKSUMS: dict[tuple, str] = {}
-
-
-def _hash_file(f, h):
-  while block := f.read(1 << 24):
-    h.update(block)
-  return h
-
-
-def local_checksum(path: str, pinned: str) -> str | None:
-  """The checksum of a local file in the kind `pinned` is, or None for a kind that cannot be
-  computed from the bytes (an S3 multipart ETag)."""
-  kind, _, value = pinned.partition(":")
-  stat = os.stat(path)
-  memo = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, kind)
-  if memo not in _LOCAL_CHECKSUMS:
-    computed = _compute_checksum(path, kind, value)
-    if computed is None:
-      return None
-    _LOCAL_CHECKSUMS[memo] = computed
-  return _LOCAL_CHECKSUMS[memo]
-
-
-def _compute_checksum(path: str, kind: str, value: str) -> str | None:
-  with open(path, "rb") as f:
-    if kind == "sha256":
-      return "sha256:" + _hash_file(f, hashlib.sha256()).hexdigest()
-    if kind == "md5Hash":  # GCS: base64 of the md5 digest
-      return "md5Hash:" + base64.b64encode(_hash_file(f, hashlib.md5()).digest()).decode()
-    if kind == "crc32c":  # GCS: base64 of the big-endian crc32c
-      import google_crc32c
-      crc = google_crc32c.Checksum()
-      while block := f.read(1 << 24):
-        crc.update(block)
-      return "crc32c:" + base64.b64encode(crc.digest()).decode()
-    if kind == "git-blob":  # the hub's id of a file kept in git: sha1 of "blob <size>\0" + bytes
-      h = hashlib.sha1(f"blob {os.fstat(f.fileno()).st_size}\0".encode())
-      return "git-blob:" + _hash_file(f, h).hexdigest()
-    if kind.lower() == "etag" and "-" not in value:  # S3 single-part: the md5 in hex, quoted
-      quote = '"' if value.startswith('"') else ""
-      return f"{kind}:{quote}{_hash_file(f, hashlib.md5()).hexdigest()}{quote}"
-  return None
+    return "sha256:" + checksums.hash_file(f, hashlib.sha256()).hexdigest()
 
 
 def verify(directory: str, info: ModelInfo) -> None:
   """Every file of `directory` as `describe()` pinned it; raises ModelChanged otherwise."""
   for name, pinned in info.files:
-    got = local_checksum(os.path.join(directory, name), pinned)
+    got = checksums.local(os.path.join(directory, name), pinned)
     if got is None:
       log.warning("%s: cannot verify a %s checksum locally", name, pinned.split(":", 1)[0])
     elif got != pinned:

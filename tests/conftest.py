@@ -5,9 +5,16 @@ changing it.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from tests import checkpoints
+
+# Checksums the runs under test remember (model/checksums.py) stay out of the user's home; set
+# before any test imports koedu, and inherited by the processes tests start.
+os.environ.setdefault("KOEDU_CHECKSUM_CACHE", tempfile.mkdtemp(prefix="koedu-checksums-"))
 
 
 @pytest.fixture(scope="session")

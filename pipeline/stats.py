@@ -110,12 +110,12 @@ def finish(acc: dict, config: ScoringConfig, run: RunInfo) -> dict | None:
 
 
 def histogram_png(report: dict, threshold: float) -> bytes:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure of its own, not pyplot's global state: a worker process has many threads.
+  from matplotlib.figure import Figure
 
   counts = [report["int_score_histogram"][str(i)] for i in range(6)]
-  fig, (ax, raw) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+  fig = Figure(figsize=(10, 3.5), dpi=100)
+  ax, raw = fig.subplots(1, 2)
   colors = ["#4c78a8" if i >= threshold else "#bab0ac" for i in range(6)]
   ax.bar(range(6), counts, color=colors)
   for i, n in enumerate(counts):
@@ -133,7 +133,6 @@ def histogram_png(report: dict, threshold: float) -> bytes:
   fig.tight_layout()
   buffer = _io.BytesIO()
   fig.savefig(buffer, format="png")
-  plt.close(fig)
   return buffer.getvalue()
 
 

@@ -76,18 +76,33 @@ def batch_sizes(full: int, multiple: int, smallest_fraction: int) -> list[int]:
   return sizes
 
 
+def next_batch_size(sizes: list[int], rows: int) -> int:
+  """The size of the next batch for `rows` rows left (sizes largest first): the smallest size
+  that holds them all, unless a run of smaller batches, each the largest that they fill, would
+  leave fewer rows empty. 20 rows of sizes 32/16/8/4 are 16 + 4, not 32 with 12 rows of
+  padding; 30 rows are one 32, not 16 + 8 + 4 + 4 with the same two empty rows."""
+  if rows >= sizes[0]:
+    return sizes[0]
+  fits = next(s for s in reversed(sizes) if s >= rows)
+  left = rows
+  while left >= sizes[-1]:
+    left -= next(s for s in sizes if s <= left)
+  empty_if_split = sizes[-1] - left if left else 0
+  return fits if fits - rows <= empty_if_split else next(s for s in sizes if s <= rows)
+
+
 def make_batches(ids: list[np.ndarray], rows: list[tuple[int, list[int]]], sizes: dict[int, list[int]],
                  pad_token_id: int, pack: bool, share_tails: bool = True) -> list[Batch]:
-  """Fill compiled shapes with rows, longest rows first. The last batch of each length takes the
-  smallest size that holds what is left, and (share_tails) its empty rows, paid for either way,
-  take rows of shorter lengths, the longest first: that may spare a shorter length its own last
-  batch, the padding a run of a few hundred documents pays most for."""
+  """Fill compiled shapes with rows, longest rows first, in the sizes `next_batch_size` picks.
+  The empty rows of a length's last batch, paid for either way, (share_tails) take rows of
+  shorter lengths, the longest first: that may spare a shorter length its own last batch, the
+  padding a run of a few hundred documents pays most for."""
   pending = {length: [docs for l, docs in rows if l == length] for length in sizes}
   batches = []
   for length in sorted(sizes, reverse=True):
     left = pending[length]
     while left:
-      size = next((s for s in reversed(sizes[length]) if s >= len(left)), sizes[length][0])
+      size = next_batch_size(sizes[length], len(left))
       chunk, left = left[:size], left[size:]
       for shorter in sorted((l for l in sizes if l < length and share_tails), reverse=True):
         room = size - len(chunk)

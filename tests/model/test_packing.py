@@ -192,11 +192,38 @@ def test_a_last_batch_takes_shorter_rows_into_its_empty_rows():
   lengths = np.array([400] * 5 + [100] * 2)
   ids = [np.concatenate([[0], rng.integers(3, 300, n - 2), [2]]).astype(np.int32) for n in lengths]
   rows = [(512, [d]) for d in range(5)] + [(128, [5]), (128, [6])]
-  sizes = {l: packing.batch_sizes(8, 1, 4) for l in (128, 512)}
+  sizes = {l: packing.batch_sizes(8, 1, 2) for l in (128, 512)}  # 8 and 4 rows
   (batch,) = packing.make_batches(ids, rows, sizes, PAD, pack=True)
   assert batch.shape == (8, 512) and sorted(batch.documents.tolist()) == list(range(7))
   for doc, r, c in zip(batch.documents, *batch.slots):
     start = batch.cls_index[r, c]
     assert np.array_equal(batch.input_ids[r, start:start + lengths[doc]], ids[doc])
   apart = packing.make_batches(ids, rows, sizes, PAD, pack=True, share_tails=False)
-  assert [b.shape for b in apart] == [(8, 512), (2, 128)]
+  assert [b.shape for b in apart] == [(8, 512), (4, 128)]
+
+
+def batches_for(sizes, rows):
+  out = []
+  while rows > 0:
+    out.append(packing.next_batch_size(sizes, rows))
+    rows -= out[-1]
+  return out
+
+
+def test_batch_sizes_leave_the_fewest_rows_empty_then_make_the_fewest_calls():
+  sizes = [32, 16, 8, 4]
+  assert batches_for(sizes, 20) == [16, 4]  # not 32 with 12 empty rows
+  assert batches_for(sizes, 30) == [32]  # 16 + 8 + 4 + 4 would leave the same 2 empty
+  assert batches_for(sizes, 70) == [32, 32, 8]  # 4 + 4 would leave the same 2 empty
+  assert batches_for(sizes, 1) == [4]
+  rng = np.random.default_rng(0)
+  for _ in range(500):
+    full = int(2 ** rng.integers(0, 8))
+    sizes = packing.batch_sizes(full, 1, int(2 ** rng.integers(0, 6)))
+    rows = int(rng.integers(1, 3 * full + 2))
+    chosen = batches_for(sizes, rows)
+    whole, rest = divmod(rows, sizes[0])  # the one-size-that-fits rule, for comparison
+    one_fit = [sizes[0]] * whole + ([next(s for s in reversed(sizes) if s >= rest)] if rest else [])
+    assert sum(chosen) >= rows and all(s in sizes for s in chosen)
+    assert sum(chosen) - rows <= sum(one_fit) - rows
+    assert sum(chosen) - rows < sizes[-1] or sum(chosen) == sum(one_fit)

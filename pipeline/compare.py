@@ -106,4 +106,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from pipeline.process import exit_now
+  exit_now(main())

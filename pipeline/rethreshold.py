@@ -106,4 +106,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from pipeline.process import exit_now
+  exit_now(main())

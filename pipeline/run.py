@@ -6,10 +6,8 @@ Parses options, checks the model and the output directory, and runs the graph of
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
-import os
 import sys
 import time
 
@@ -19,7 +17,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from model.config import ModelConfig
-from pipeline import io, manifest, stats, transforms
+from pipeline import io, manifest, process, stats, transforms
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
 from pipeline.units import NAMESPACE
 
@@ -115,16 +113,5 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   return 0
 
 
-def exit_now(status: int) -> None:
-  """Exit once everything is written, without the interpreter's teardown: with JAX, XLA and Beam
-  loaded, clearing every module and freeing every object takes 0.5-0.8 s on this machine, paid
-  by every local run for nothing. atexit handlers still run, and the streams are flushed."""
-  atexit._run_exitfuncs()
-  logging.shutdown()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(status)
-
-
 if __name__ == "__main__":
-  exit_now(main())
+  process.exit_now(main())

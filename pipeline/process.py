@@ -1,0 +1,21 @@
+"""How koedu's command-line tools end."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+
+
+def exit_now(status: int) -> None:
+  """Exit once everything is written, without the interpreter's teardown. With JAX, XLA and Beam
+  loaded, clearing every module and freeing every object takes 0.5-0.8 s on this machine, paid
+  by every local run for nothing; and native libraries' static destructors racing their own
+  threads at teardown can abort a process whose work is done ("terminate called without an
+  active exception" from pipeline.compare under load). atexit handlers still run, and the
+  streams are flushed."""
+  atexit._run_exitfuncs()
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)

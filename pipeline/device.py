@@ -12,9 +12,9 @@ memory, a runtime halt). The device thread then retries with backoff, each time 
 a probe: the first batch it ever scored, whose scores it kept. Once the probe scores as it did,
 the batches in flight are dispatched anew; before any batch has scored, the failed batch's own
 retry is the check. No probe is computed at start-up: on a CPU worker the smallest compiled
-batch costs seconds of compute, paid by every short job. If the device never recovers, every waiting and later
-call raises DeviceFailed: the bundle fails and is retried by the runner, or the run fails; no
-document is ever put in errors/ for it.
+batch costs seconds of compute, paid by every short job. If the device never recovers, every
+waiting and later call raises DeviceFailed: the bundle fails and is retried by the runner, or
+the run fails; no document is ever put in errors/ for it.
 """
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ def load_device_service(config: ScoringConfig, info: ModelInfo):
   """The devices' owner: the model fetched, verified and loaded. It takes batches at once; a
   shape is compiled when a batch first needs it. On accelerators every shape also compiles in
   the background meanwhile (the host's cores are otherwise idle while the devices compute);
-  on CPU that would take cores from the scoring for shapes a job may never use: 4 of 12 for
-  192 web documents."""
+  on CPU that would take cores from the scoring for shapes a job may never use: 192 web
+  documents use 7 of 18."""
   from model import hub
   from model.runner import load_runner
   from model.text_scorer import enable_compilation_cache

@@ -152,3 +152,13 @@ def test_mistyped_option_is_refused(tmp_path, spread_model):
                       "--treshold", "4", check=False)
   assert proc.returncode == 2 and "--treshold (did you mean --threshold?)" in proc.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_larger_than_the_embeddings_fails_the_run_by_name(tmp_path, make_checkpoint, tokenizer):
+  # Token ids past the embedding table would index out of it: refused before anything is scored.
+  small = make_checkpoint(vocab_size=len(tokenizer) - 10)
+  proc = run_pipeline("--input", f"{CORPUS}/*", "--output", str(tmp_path / "out"), "--model", small,
+                      "--max_length", str(MAX_LENGTH), check=False)
+  assert proc.returncode == 2  # the user's model, not the machine: a rerun would not help
+  assert f"the tokenizer has {len(tokenizer)} tokens, the model {len(tokenizer) - 10} embeddings" in proc.stderr
+  assert not list((tmp_path / "out").glob("_done/*")) and not list((tmp_path / "out").glob("errors/*"))

@@ -9,7 +9,8 @@ Faults (JSON in KOEDU_FAULTS):
   does.
 - "fs_every": K: URLs `faulty://<path>` reach the local file at <path>, but every K-th call of
   each kind (listing, lookup, open, read, write, delete) raises ConnectionResetError, as a
-  flaky network does (never more than twice in a row for one thread). Writes land whole or not at all, as object stores do.
+  flaky network does (never more than twice in a row for one thread, then a few calls that
+  succeed). Writes land whole or not at all, as object stores do.
 - "kill_before": "edu/", "kill_on": N: SIGKILL the process when it is about to write its N-th
   file whose path holds that text: a crash between a chunk's outputs.
 - "backoff_seconds": S: the first retry's wait (pipeline.io.BACKOFF_SECONDS, 0.5 s in a real
@@ -37,7 +38,8 @@ from fsspec.spec import AbstractFileSystem
 FAULTS = json.loads(os.environ.get("KOEDU_FAULTS", "{}"))
 _calls = collections.Counter()
 _lock = threading.Lock()
-_streaks = threading.local()  # failures in a row, per thread and kind of call
+_streaks = threading.local()  # per thread: failures in a row, calls left that must succeed
+HEALTHY_CALLS = 3  # more than one attempt's calls (open + write): the attempt after succeeds
 
 
 _ops = collections.Counter()
@@ -92,13 +94,20 @@ def _maybe_fail(kind: str) -> None:
   with _lock:
     _calls[kind] += 1
     n = _calls[kind]
-  # A retry runs in the thread that failed: at most two failures in a row for it, as a flaky
-  # network gives (otherwise threads retrying in step can meet every K-th call six times).
-  streak = getattr(_streaks, kind, 0)
-  if n % every == 0 and streak < 2:
-    setattr(_streaks, kind, streak + 1)
+  # A retry runs in the thread that failed, and one attempt makes calls of several kinds (an
+  # open, then the upload at close): counted per kind, open and write failures took turns and
+  # failed one write six times in a row. So per thread, of any kind: after two failures in a
+  # row, its next HEALTHY_CALLS calls succeed, as a flaky network recovers.
+  healthy = getattr(_streaks, "healthy", 0)
+  if healthy:
+    _streaks.healthy = healthy - 1
+    return
+  if n % every == 0:
+    _streaks.failures = getattr(_streaks, "failures", 0) + 1
+    if _streaks.failures == 2:
+      _streaks.failures, _streaks.healthy = 0, HEALTHY_CALLS
     raise ConnectionResetError(f"injected: {kind} call {n} reset by peer")
-  setattr(_streaks, kind, 0)
+  _streaks.failures = 0
 
 
 def _maybe_kill(path: str) -> None:

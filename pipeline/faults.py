@@ -1,0 +1,108 @@
+"""Whose fault it is: the one taxonomy of what goes wrong, for scoring, training and annotation.
+
+  Fault                   anything koedu raises on purpose
+    RecordFault           the record's (or its shard's bytes'): errors/ gets a row with its
+                          reason, `<code>: <detail>`; the run goes on
+    MachineFault          the machine's: retried where it happens, then fails the run (exit 1);
+                          never in errors/, and a rerun does the work
+      StorageFault        storage (timeout, reset, 5xx, throttling, full disk) after its retries
+      DeviceFault         the devices (runtime error, halted chip, out of memory) after theirs
+    UsageError            the user's to fix (a setting, the model, the output directory, an
+                          input that matches nothing): exit 2, and retrying would not help
+      NoInput             the input matched no shard
+
+Use: raise `RecordFault(INVALID_JSON, "...")` where a record is found wanting and turn it into
+an errors/ row (pipeline.records.Rejected.of) where the record's place is known; raise a
+MachineFault subclass once retries are spent; raise UsageError (or a subclass: a step adds its
+own, e.g. an endpoint that refuses the API key) for what the user must change. An entry point
+ends with `exit_code(err)`. Nothing reads an exception's text to tell faults apart: the type
+decides. Record codes are the constants below (docs/contracts.md lists them); a step that finds
+a new kind of record fault adds its code here.
+"""
+from __future__ import annotations
+
+import sys
+
+# Exit statuses of every koedu command (docs/contracts.md).
+EXIT_OK = 0
+EXIT_FAILED = 1  # a machine fault, or a bug: rerun to finish
+EXIT_USAGE = 2  # a usage or settings error, found before anything ran (or no shard matched)
+
+# Record faults: the code of an errors/ row's reason. What a line's bytes hold:
+INVALID_JSON = "invalid_json"
+TOO_DEEP = "too_deep"
+RECORD_TOO_LARGE = "record_too_large"
+EMPTY_LINE = "empty_line"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_TEXT = "missing_text"
+NULL_TEXT = "null_text"
+NON_STRING_TEXT = "non_string_text"
+UNDECODABLE_BYTES = "undecodable_bytes"
+INVALID_UNICODE = "invalid_unicode"
+TOKENIZER_FAILED = "tokenizer_failed"
+# What a shard's bytes hold (row null when the shard could not be read at all):
+UNREADABLE_SHARD = "unreadable_shard"
+UNSUPPORTED_FORMAT = "unsupported_format"
+TRUNCATED_SHARD = "truncated_shard"
+RECORD_CODES = frozenset({
+    INVALID_JSON, TOO_DEEP, RECORD_TOO_LARGE, EMPTY_LINE, NOT_AN_OBJECT, MISSING_TEXT, NULL_TEXT,
+    NON_STRING_TEXT, UNDECODABLE_BYTES, INVALID_UNICODE, TOKENIZER_FAILED, UNREADABLE_SHARD,
+    UNSUPPORTED_FORMAT, TRUNCATED_SHARD})
+
+
+class Fault(Exception):
+  """Anything koedu raises on purpose."""
+
+
+class RecordFault(Fault):
+  """A record's own fault: it goes to errors/ as `<code>: <detail>` and never stops a run."""
+
+  def __init__(self, code: str, detail: str):
+    if code not in RECORD_CODES:
+      raise ValueError(f"{code!r} is not a record fault's code (pipeline/faults.py lists them)")
+    super().__init__(f"{code}: {detail}")
+    self.code, self.detail = code, detail
+
+  @property
+  def reason(self) -> str:
+    return f"{self.code}: {self.detail}"
+
+
+class MachineFault(Fault):
+  """The machine's fault, after its retries: the run fails (exit 1), a rerun does the work."""
+
+
+class StorageFault(MachineFault):
+  """Storage failed after every retry."""
+
+
+class DeviceFault(MachineFault):
+  """The devices failed and did not recover within the retries."""
+
+
+class UsageError(Fault, ValueError):
+  """The user's to fix before a rerun can help: exit 2. A ValueError, as Python's own are."""
+
+
+class NoInput(UsageError):
+  """The input (globs or manifest) matched no shard."""
+
+
+def exit_code(err: BaseException) -> int:
+  """A command's exit status for the exception that ended it: EXIT_USAGE for the user's to fix
+  (UsageError, and the ValueError or FileNotFoundError a setting or path of theirs raises at
+  start: a config's check, a model directory that is not there), EXIT_FAILED for the rest."""
+  if isinstance(err, MachineFault):
+    return EXIT_FAILED
+  if isinstance(err, (UsageError, ValueError, FileNotFoundError)) or _model_unavailable(err):
+    return EXIT_USAGE
+  return EXIT_FAILED
+
+
+def _model_unavailable(err: BaseException) -> bool:
+  # A --model that cannot be fetched at start is the user's (the message names --model PATH).
+  # model/ sits below pipeline/, so its exception cannot derive from UsageError; and importing
+  # model.hub loads JAX, which this module must not. Only model.hub raises it: if model.hub was
+  # never imported, `err` is not one.
+  hub = sys.modules.get("model.hub")
+  return hub is not None and isinstance(err, hub.ModelUnavailable)

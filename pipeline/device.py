@@ -13,7 +13,7 @@ a probe: the first batch it ever scored, whose scores it kept. Once the probe sc
 the batches in flight are dispatched anew; before any batch has scored, the failed batch's own
 retry is the check. No probe is computed at start-up: on a CPU worker the smallest compiled
 batch costs seconds of compute, paid by every short job. If the device never recovers, every
-waiting and later call raises DeviceFailed: the bundle fails and is retried by the runner, or
+waiting and later call raises DeviceFault: the bundle fails and is retried by the runner, or
 the run fails; no document is ever put in errors/ for it.
 """
 from __future__ import annotations
@@ -31,13 +31,10 @@ import numpy as np
 from model import packing
 from model.runner import EncoderRunner
 from pipeline import io
+from pipeline.faults import DeviceFault
 
 log = logging.getLogger(__name__)
 PROBE_TOLERANCE = 1e-5
-
-
-class DeviceFailed(RuntimeError):
-  """The devices failed and did not recover within the retries: a machine fault."""
 
 
 @dataclasses.dataclass
@@ -78,7 +75,7 @@ class DeviceService:
       self._queue.put((job, batch))
     if self._failed is not None:  # failed while we queued, after its last look at the queue
       try:
-        future.set_exception(DeviceFailed(f"the devices failed: {self._failed}"))
+        future.set_exception(DeviceFault(f"the devices failed: {self._failed}"))
       except concurrent.futures.InvalidStateError:
         pass
     return future
@@ -94,7 +91,7 @@ class DeviceService:
 
   def _raise_if_failed(self) -> None:
     if self._failed is not None:
-      raise DeviceFailed(f"the devices failed: {self._failed}") from self._failed
+      raise DeviceFault(f"the devices failed: {self._failed}") from self._failed
 
   # --------------------------------------------------------------------------- device thread
 
@@ -115,14 +112,14 @@ class DeviceService:
       log.error("the devices failed, every waiting batch fails with them: %s", err)
       for job, _, _ in pending:
         if not job.future.done():
-          job.future.set_exception(DeviceFailed(f"the devices failed: {err}"))
+          job.future.set_exception(DeviceFault(f"the devices failed: {err}"))
       while True:
         try:
           job, _ = self._queue.get_nowait()
         except queue.Empty:
           break
         if not job.future.done():
-          job.future.set_exception(DeviceFailed(f"the devices failed: {err}"))
+          job.future.set_exception(DeviceFault(f"the devices failed: {err}"))
 
   def _dispatch(self, batch):
     """The batch started on the devices, or None if starting it failed (`_collect` starts it
@@ -142,7 +139,7 @@ class DeviceService:
         break
       except Exception as err:
         if attempt == self._retries:
-          raise DeviceFailed(f"a batch failed {attempt + 1} times: {type(err).__name__}: {err}") from err
+          raise DeviceFault(f"a batch failed {attempt + 1} times: {type(err).__name__}: {err}") from err
         self._recover(err, attempt + 1)
         # What was in flight with it may be lost too: all of it starts again.
         dispatched = None
@@ -171,7 +168,7 @@ class DeviceService:
     return out[batch.documents]
 
   def _run_probe_with_retries(self, first_error: BaseException) -> None:
-    """Runs the probe until it scores as it first did; DeviceFailed after the retries."""
+    """Runs the probe until it scores as it first did; DeviceFault after the retries."""
     expected, last = self._probe[1], first_error
     for attempt in range(1, self._retries + 1):
       time.sleep(io.backoff(attempt))
@@ -187,5 +184,5 @@ class DeviceService:
         return
       last = RuntimeError(f"probe batch scored {scores.tolist()}, not {expected.tolist()}")
       log.warning("%s", last)
-    raise DeviceFailed(f"the devices did not recover after {self._retries} tries; last error: "
+    raise DeviceFault(f"the devices did not recover after {self._retries} tries; last error: "
                        f"{type(last).__name__}: {last}") from last

@@ -49,6 +49,11 @@ RECORD_CODES = frozenset({
     NON_STRING_TEXT, UNDECODABLE_BYTES, INVALID_UNICODE, TOKENIZER_FAILED, UNREADABLE_SHARD,
     UNSUPPORTED_FORMAT, TRUNCATED_SHARD})
 
+# What retrying cannot mend (the path, the permissions, or a bug): raised as they are, where any
+# other exception of storage or an endpoint is taken for a blip and retried.
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+             FileExistsError, ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
+
 
 class Fault(Exception):
   """Anything koedu raises on purpose."""

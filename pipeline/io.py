@@ -1,8 +1,8 @@
 """Storage through fsspec (local paths, gs:// through gcsfs, any URL), and what a storage fault is.
 
 A fault of the storage (a timeout, a reset connection, a 5xx, a full disk) is the machine's,
-never a record's: it is retried with backoff, then raised as StorageError, which fails the
-bundle (the runner retries it) or the run. Nothing here ever turns one into an errors/ record.
+never a record's: it is retried with backoff, then raised as faults.StorageFault, which fails
+the bundle (the runner retries it) or the run. Nothing here ever turns one into an errors/ record.
 """
 from __future__ import annotations
 
@@ -19,18 +19,12 @@ from typing import Callable, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.faults import PERMANENT, StorageFault
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ATTEMPTS = 6  # a blip, a throttled burst, a node restarting: about a minute of backoff in all
 BACKOFF_SECONDS = 0.5
-# What retrying cannot mend: the path, the permissions, or a bug. Raised as they are.
-PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-             FileExistsError, ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
-
-
-class StorageError(RuntimeError):
-  """Storage failed after every retry: a machine fault. Fails the bundle; a rerun does the work."""
-
 
 def backoff(attempt: int) -> float:
   """Seconds before retry `attempt` (1, 2, ...): exponential with jitter, so that workers
@@ -39,7 +33,7 @@ def backoff(attempt: int) -> float:
 
 
 def retrying(call: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
-  """call(), retried on any fault but a permanent one; StorageError when retries run out."""
+  """call(), retried on any fault but a permanent one; StorageFault when retries run out."""
   for attempt in range(1, attempts + 1):
     try:
       return call()
@@ -47,7 +41,7 @@ def retrying(call: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
       raise
     except Exception as err:  # timeouts, resets, 5xx, throttling: whatever the storage raises
       if attempt == attempts:
-        raise StorageError(f"{what} failed {attempts} times; last: {type(err).__name__}: {err}") from err
+        raise StorageFault(f"{what} failed {attempts} times; last: {type(err).__name__}: {err}") from err
       wait = backoff(attempt)
       log.warning("%s: %s: %s; retrying in %.1fs", what, type(err).__name__, err, wait)
       time.sleep(wait)
@@ -63,7 +57,7 @@ def filesystem(path: str):
 
 class RetryingFile(_io.RawIOBase):
   """A shard's bytes, read with retries: a failed read reopens the file and goes on from the
-  same position. What it raises after that is StorageError, so that whatever else comes out
+  same position. What it raises after that is StorageFault, so that whatever else comes out
   of a decoder reading through it (gzip, zstd, Arrow) is about the shard's bytes."""
 
   def __init__(self, source: str):

@@ -11,6 +11,7 @@ import json
 
 from model.hub import ModelInfo
 from pipeline import io
+from pipeline.faults import UsageError
 from pipeline.options import ScoringConfig
 
 RUN_MANIFEST = "_run.json"
@@ -20,8 +21,8 @@ MUST_AGREE = ("layout", "weights_digest", "threshold", "max_length", "text_field
               "batch_size", "dtype", "max_record_bytes", "unit_bytes")
 
 
-class OutputMismatch(ValueError):
-  pass
+class OutputMismatch(UsageError):
+  """The output holds a run with other settings (or another layout)."""
 
 
 def wanted(config: ScoringConfig, info: ModelInfo) -> dict:

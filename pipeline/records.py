@@ -1,10 +1,14 @@
-"""What flows through the pipeline: documents to score, scored documents, rejected records."""
+"""What flows through the pipeline: documents to score, and rejected records (errors/ rows)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
 from typing import Any
+
+from pipeline.faults import (EMPTY_LINE, INVALID_JSON, INVALID_UNICODE, MISSING_TEXT, NON_STRING_TEXT,
+                             NOT_AN_OBJECT, NULL_TEXT, RECORD_TOO_LARGE, TOO_DEEP, UNDECODABLE_BYTES,
+                             RecordFault)
 
 RAW_LIMIT = 10_000  # characters of a rejected record kept in errors/
 # JSON nested deeper than this is refused before parsing: Python's parser recurses per level
@@ -25,44 +29,28 @@ class Document:
 
 
 @dataclasses.dataclass(frozen=True)
-class Scored:
-  source: str
-  row: int
-  id: str
-  score: float
-  int_score: int
-  num_tokens: int
-  truncated: bool
-
-
-@dataclasses.dataclass(frozen=True)
 class TooLarge:
   """A record over --max_record_bytes, read past: its first bytes (for errors/ raw) and size."""
   head: bytes
   size: int
 
 
-@dataclasses.dataclass
-class Chunk:
-  """Up to `chunk_size` consecutive records of one shard: the unit that is scored, written and
-  resumed. Chunk k always covers rows [k * chunk_size, (k + 1) * chunk_size)."""
-  source: str
-  index: int
-  documents: list[Document]
-  rejected: list[Rejected]
-  originals: dict[int, Any]  # row -> the record as read (line bytes or Parquet row), for edu/
-
-
 @dataclasses.dataclass(frozen=True)
 class Rejected:
+  """A record fault where it was found: one errors/ row."""
   source: str
   row: int | None  # None when the whole shard could not be read
-  reason: str  # "<code>: <detail>"; the code is what stats count
+  code: str  # one of pipeline.faults.RECORD_CODES: what stats count
+  detail: str
   raw: str
 
+  @classmethod
+  def of(cls, fault: RecordFault, source: str, row: int | None, raw: str = "") -> Rejected:
+    return cls(source, row, fault.code, fault.detail, raw)
+
   @property
-  def code(self) -> str:
-    return self.reason.split(":", 1)[0]
+  def reason(self) -> str:
+    return f"{self.code}: {self.detail}"
 
   def to_json(self) -> str:
     return json.dumps({"source": self.source, "row": self.row, "reason": self.reason,
@@ -108,40 +96,46 @@ def json_depth_exceeds(line: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 def parse(source: str, row: int, item, text_field: str, id_field: str) -> Document | Rejected:
   """One record (a JSON line as bytes, a Parquet row as a dict, or a record read past as too
   large) to a Document, or why not."""
+  try:
+    return _document(source, row, item, text_field, id_field)
+  except RecordFault as fault:
+    head = item.head if isinstance(item, TooLarge) else item
+    return Rejected.of(fault, source, row, _raw(head)[:RAW_LIMIT])
+
+
+def _document(source: str, row: int, item, text_field: str, id_field: str) -> Document:
   if isinstance(item, TooLarge):
-    return Rejected(source, row, f"record_too_large: {item.size:,} bytes, over --max_record_bytes",
-                    _raw(item.head)[:RAW_LIMIT])
-  reject = lambda reason: Rejected(source, row, reason, _raw(item)[:RAW_LIMIT])
+    raise RecordFault(RECORD_TOO_LARGE, f"{item.size:,} bytes, over --max_record_bytes")
   record = item
   if isinstance(item, bytes):
     try:
       line = item.decode("utf-8")
     except UnicodeDecodeError as err:
-      return reject(f"undecodable_bytes: not UTF-8 at byte {err.start}")
+      raise RecordFault(UNDECODABLE_BYTES, f"not UTF-8 at byte {err.start}") from None
     if not line.strip():
-      return reject("empty_line: a blank line where a JSON object was expected")
+      raise RecordFault(EMPTY_LINE, "a blank line where a JSON object was expected")
     if json_depth_exceeds(item):
-      return reject(f"too_deep: JSON nested more than {MAX_JSON_DEPTH} levels")
+      raise RecordFault(TOO_DEEP, f"JSON nested more than {MAX_JSON_DEPTH} levels")
     try:
       record = json.loads(line)
     except json.JSONDecodeError as err:
-      return reject(f"invalid_json: {err.msg} at column {err.colno}")
+      raise RecordFault(INVALID_JSON, f"{err.msg} at column {err.colno}") from None
     except RecursionError:  # a bound the scan above did not see (it should not happen)
-      return reject("too_deep: JSON nested too deeply to parse")
+      raise RecordFault(TOO_DEEP, "JSON nested too deeply to parse") from None
     if _SURROGATE_ESCAPE.search(item):
       try:
         json.dumps(record, ensure_ascii=False).encode("utf-8")
       except UnicodeEncodeError as err:
-        return reject(f"invalid_unicode: a lone surrogate {err.object[err.start]!r} escaped in the JSON")
+        raise RecordFault(INVALID_UNICODE, f"a lone surrogate {err.object[err.start]!r} escaped in the JSON") from None
   if not isinstance(record, dict):
-    return reject(f"not_an_object: a JSON {type(record).__name__}, not an object")
+    raise RecordFault(NOT_AN_OBJECT, f"a JSON {type(record).__name__}, not an object")
   if text_field not in record:
-    return reject(f"missing_text: no {text_field!r} field")
+    raise RecordFault(MISSING_TEXT, f"no {text_field!r} field")
   text = record[text_field]
   if text is None:
-    return reject(f"null_text: {text_field!r} is null")
+    raise RecordFault(NULL_TEXT, f"{text_field!r} is null")
   if not isinstance(text, str):
-    return reject(f"non_string_text: {text_field!r} is a {type(text).__name__}")
+    raise RecordFault(NON_STRING_TEXT, f"{text_field!r} is a {type(text).__name__}")
   doc_id = record.get(id_field)
   doc_id = f"{source}:{row}" if doc_id is None or doc_id == "" else str(doc_id)
   return Document(source, row, doc_id, text)

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from model.config import ModelConfig
-from pipeline import io, manifest, process, stats, transforms
+from pipeline import faults, io, manifest, process, stats, transforms
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
 from pipeline.units import NAMESPACE
 
@@ -34,17 +34,18 @@ def make_runner(options: PipelineOptions):
   return name
 
 
-def _counters(result) -> str:
-  """This run's koedu counters, as the runner aggregated them."""
+def _counters(result) -> dict | None:
+  """This run's koedu counters, as the runner aggregated them; None where it reports none."""
   from apache_beam.metrics.metric import MetricsFilter
   try:
     counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
   except Exception as err:  # not every runner reports metrics
-    return f"unavailable ({type(err).__name__})"
+    log.info("beam metrics unavailable (%s)", type(err).__name__)
+    return None
   totals = {}
   for c in counters:
     totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
-  return ", ".join(f"{k}={v}" for k, v in sorted(totals.items()))
+  return totals
 
 
 def _write_job_file(options: PipelineOptions, result) -> None:
@@ -71,18 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   options = PipelineOptions(argv)
   try:
-    config = ScoringConfig.from_options(options)
-    return score(config, options)
-  except (ValueError, FileNotFoundError, hub.ModelUnavailable, manifest.OutputMismatch) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  except Exception as err:  # the job failed: a device, storage or worker fault; a rerun resumes
-    if stats.NO_SHARDS in str(err):  # raised by the workers that matched the globs
-      print(f"error: {stats.NO_SHARDS}: {', '.join(config.inputs) or config.input_manifest}", file=sys.stderr)
-      return 2
-    print(f"error: the run failed ({type(err).__name__}: {err}). Chunks already written are kept; "
-          "rerun the same command to finish the rest.", file=sys.stderr)
-    return 1
+    return score(ScoringConfig.from_options(options), options)
+  except Exception as err:
+    status = faults.exit_code(err)
+    if status == faults.EXIT_USAGE:
+      print(f"error: {err}", file=sys.stderr)
+    else:  # the job failed: a device, storage or worker fault; a rerun resumes
+      print(f"error: the run failed ({type(err).__name__}: {err}). Chunks already written are kept; "
+            "rerun the same command to finish the rest.", file=sys.stderr)
+    return status
 
 
 def score(config: ScoringConfig, options: PipelineOptions) -> int:
@@ -104,7 +102,11 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
     _write_job_file(options, result)
     return 0
   result.wait_until_finish()
-  log.info("beam metrics: %s", _counters(result))
+  counters = _counters(result)
+  log.info("beam metrics: %s", "unavailable" if counters is None else
+           ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+  if counters and counters.get(stats.NO_INPUT):
+    raise faults.NoInput(f"{stats.NO_SHARDS}: {', '.join(config.inputs) or config.input_manifest}")
   report = json.loads(io.read_bytes(stats_path))
   if run.stats_existed and report.get("started") != stats.iso(run.started):
     # A scheduler's log should not read as if the rerun had scored anything itself.

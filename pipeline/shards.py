@@ -13,11 +13,11 @@ A unit of a compressed shard decompresses (without parsing) everything before it
 unit u that is u / n of the shard, a cost that only shards above unit_bytes pay, and a small one
 beside scoring (docs/operations.md counts it). Parquet units seek to their row groups.
 
-Faults. What the storage raises comes out as io.StorageError (a machine fault, after retries);
-anything a decoder raises reading the bytes is the shard's: the chunk where reading stopped
-gets one `truncated_shard` record, a shard that cannot be opened one `unreadable_shard` record
-(row null), and a record over max_record_bytes becomes `record_too_large` unread past the
-bound.
+Faults (pipeline/faults.py). What the storage raises comes out as StorageFault (a machine
+fault, after retries); anything a decoder raises reading the bytes is the shard's: the chunk
+where reading stopped gets one `truncated_shard` record, a shard that cannot be opened one
+`unreadable_shard` record (row null), and a record over max_record_bytes becomes
+`record_too_large` unread past the bound.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ import math
 from typing import Iterator
 
 from pipeline import io
+from pipeline.faults import (TRUNCATED_SHARD, UNREADABLE_SHARD, UNSUPPORTED_FORMAT, RecordFault,
+                             StorageFault)
 from pipeline.records import RAW_LIMIT, Rejected, TooLarge
 
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
@@ -68,7 +70,7 @@ def read_unit(unit: Unit, chunk_size: int, unit_bytes: int, max_record_bytes: in
   """The chunks `unit` owns, in order."""
   if not supported(unit.source):
     if unit.index == 0:
-      yield _shard_error(unit, f"unsupported_format: expected one of {', '.join(SUPPORTED)}")
+      yield _shard_error(unit, RecordFault(UNSUPPORTED_FORMAT, f"expected one of {', '.join(SUPPORTED)}"))
     return
   reader = _read_parquet if unit.source.endswith(PARQUET_SUFFIXES) else _read_json_lines
   yield from reader(unit, chunk_size, unit_bytes, max_record_bytes)
@@ -85,12 +87,17 @@ def iter_records(source: str, max_record_bytes: int) -> Iterator[tuple[int | Non
       yield chunk.broken.row, chunk.broken
 
 
-def _shard_error(unit: Unit, reason: str, row: int | None = None, index: int = 0) -> RawChunk:
-  return RawChunk(index, [], broken=Rejected(unit.source, row, reason, ""))
+def _shard_error(unit: Unit, fault: RecordFault) -> RawChunk:
+  """The whole shard's one errors/ row (row null), in its first chunk."""
+  return RawChunk(0, [], broken=Rejected.of(fault, unit.source, None))
 
 
-def _describe(err: BaseException) -> str:
-  return f"{type(err).__name__}: {err}"
+def _unreadable(err: BaseException) -> RecordFault:
+  return RecordFault(UNREADABLE_SHARD, f"{type(err).__name__}: {err}")
+
+
+def _truncated(err: BaseException, row: int) -> RecordFault:
+  return RecordFault(TRUNCATED_SHARD, f"{type(err).__name__}: {err} (after {row} records)")
 
 
 class _Owner:
@@ -145,7 +152,7 @@ def compression_ratio(source: str) -> float:
     try:
       while block := stream.read(READ_BUFFER):
         out += len(block)
-    except io.StorageError:
+    except StorageFault:
       raise
     except Exception:  # the sample ends inside a frame, or the shard is corrupt: what was read counts
       pass
@@ -192,11 +199,11 @@ def _read_json_lines(unit: Unit, chunk_size: int, unit_bytes: int, max_record_by
         if mine and not chunk.done:
           chunk.rows.append((row, line))
         row += 1
-  except io.StorageError:
+  except StorageFault:
     raise
   except FileNotFoundError as err:
     if unit.index == 0:
-      yield _shard_error(unit, f"unreadable_shard: not found: {err}")
+      yield _shard_error(unit, RecordFault(UNREADABLE_SHARD, f"not found: {err}"))
     return
   except Exception as err:  # the bytes: a truncated gzip, a corrupt zstd frame, a bad header
     yield from _broken(unit, owner, chunk, mine, row, position, chunk_size, err)
@@ -209,18 +216,18 @@ def _broken(unit, owner, chunk, mine, row, offset, chunk_size, err):
   """The chunk where reading stopped gets one record saying so, if this unit owns it."""
   if row == 0:
     if unit.index == 0:
-      yield _shard_error(unit, f"unreadable_shard: {_describe(err)}")
+      yield _shard_error(unit, _unreadable(err))
     return
-  reason = f"truncated_shard: {_describe(err)} (after {row} records)"
+  broken = Rejected.of(_truncated(err, row), unit.source, row)
   if row % chunk_size:  # inside a chunk that has begun: its owner is known
     if mine:
-      chunk.broken = Rejected(unit.source, row, reason, "")
+      chunk.broken = broken
       yield chunk
     return
   if mine:
     yield chunk
   if owner.of(offset) == unit.index:
-    yield RawChunk(row // chunk_size, [], broken=Rejected(unit.source, row, reason, ""),
+    yield RawChunk(row // chunk_size, [], broken=broken,
                    done=row // chunk_size in unit.done)
 
 
@@ -232,11 +239,11 @@ def _read_parquet(unit: Unit, chunk_size: int, unit_bytes: int, max_record_bytes
   with raw:
     try:
       parquet = pq.ParquetFile(_io.BufferedReader(raw, READ_BUFFER))
-    except io.StorageError:
+    except StorageFault:
       raise
     except Exception as err:  # not found, not Parquet, a corrupt footer
       if unit.index == 0:
-        yield _shard_error(unit, f"unreadable_shard: {_describe(err)}")
+        yield _shard_error(unit, _unreadable(err))
       return
     metadata = parquet.metadata
     starts = [0]  # first row of each row group, and the total
@@ -259,11 +266,11 @@ def _read_parquet(unit: Unit, chunk_size: int, unit_bytes: int, max_record_bytes
           chunk.rows.append((row, item))
           if row + 1 == min(starts[-1], (c + 1) * chunk_size):
             break
-      except io.StorageError:
+      except StorageFault:
         raise
       except Exception as err:  # a corrupt page or row group
         row = chunk.rows[-1][0] + 1 if chunk.rows else c * chunk_size
-        chunk.broken = Rejected(unit.source, row, f"truncated_shard: {_describe(err)} (after {row} records)", "")
+        chunk.broken = Rejected.of(_truncated(err, row), unit.source, row)
         yield chunk
         return
       yield chunk

@@ -11,12 +11,17 @@ import logging
 import time
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from pipeline import io, outputs
 from pipeline.options import ScoringConfig
+from pipeline.units import NAMESPACE
 
 log = logging.getLogger(__name__)
 NO_SHARDS = "the input matches no file"
+# The Beam counter (namespace units.NAMESPACE) by which a job that matched no shard tells its
+# launcher so: a failed job reaches a launcher as text only, and its counters not at all.
+NO_INPUT = "inputs_matching_nothing"
 
 
 def iso(timestamp: float) -> str:
@@ -81,7 +86,7 @@ def report(acc: dict, config: ScoringConfig, run: RunInfo) -> dict:
           "int_score_histogram": {str(i): n for i, n in enumerate(t["int_score_histogram"])},
           "score_histogram": {"bin_edges": [float(e) for e in outputs.SCORE_BINS],
                               "counts": t["score_histogram"]},
-          "shards": {"matched": acc["matched"], "complete": acc["matched"], "this_run": acc["shards_this_run"]},
+          "shards": {"matched": acc["matched"], "this_run": acc["shards_this_run"]},
           "units": acc["units"], "chunks": t["chunks"],
           "model": run.model, "model_revision": run.revision, "weights_digest": run.weights_digest,
           "precision": acc["precision"][0] if len(acc["precision"]) == 1 else acc["precision"],
@@ -95,9 +100,12 @@ def report(acc: dict, config: ScoringConfig, run: RunInfo) -> dict:
 
 def finish(acc: dict, config: ScoringConfig, run: RunInfo) -> dict | None:
   """Writes stats.json and the histogram picture, unless this run found nothing to do in a
-  finished output (a rerun changes nothing). Raises when the input matched no shard."""
+  finished output (a rerun changes nothing) or the input matched no shard (then it counts
+  NO_INPUT, and the launcher fails the run: pipeline.run)."""
   if not acc["matched"]:
-    raise FileNotFoundError(f"{NO_SHARDS}: {config.input or config.input_manifest}")
+    log.error("%s: %s", NO_SHARDS, config.input or config.input_manifest)
+    Metrics.counter(NAMESPACE, NO_INPUT).inc()
+    return None
   if not acc["units_this_run"] and run.stats_existed:
     log.info("every shard was already done; stats.json left as it was")
     return None
@@ -142,8 +150,7 @@ def summary(report: dict) -> str:
   for reason, n in report["errors_by_reason"].items():
     lines.append(f"  errors {reason}: {n:,}")
   lines.append("  int_score histogram: " + ", ".join(f"{k}: {v:,}" for k, v in report["int_score_histogram"].items()))
-  lines.append(f"  shards: {report['shards']['complete']}/{report['shards']['matched']} complete, "
-               f"{report['shards']['this_run']} read this run")
+  lines.append(f"  shards: {report['shards']['matched']} matched, {report['shards']['this_run']} read this run")
   if report.get("documents_per_second") is not None:
     lines.append(f"  this run: {report['scored_this_run']:,} documents in {report['wall_time_seconds']:.1f}s "
                  f"({report['documents_per_second']:.1f} documents/s)")

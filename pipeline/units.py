@@ -7,7 +7,7 @@ units of a bundle too, so reading, tokenizing, the devices and the uploads all o
 
 A failure of the tokenizer on a document is the document's: the chunk's texts are halved until
 the documents at fault are found, and those go to errors/ as `tokenizer_failed`. Everything
-after tokenization is the machine's: DeviceFailed and StorageError fail the unit, which the
+after tokenization is the machine's: DeviceFault and StorageFault fail the unit, which the
 runner retries (its finished chunks stay done).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from model.hub import ModelInfo
 from model.recipe import int_scores
 from model.tokenize import DocumentTokenizer
 from pipeline import outputs, shards
+from pipeline.faults import TOKENIZER_FAILED, RecordFault
 from pipeline.options import ScoringConfig
 from pipeline.outputs import ScoredChunk
 from pipeline.records import Document, Rejected, parse
@@ -88,7 +89,8 @@ def tokenize_isolating(tokenizer: DocumentTokenizer, documents: list[Document]):
     if len(documents) == 1:
       d = documents[0]
       log.warning("%s row %d: the tokenizer failed: %s: %s", d.source, d.row, type(err).__name__, err)
-      return [None], [None], [Rejected(d.source, d.row, f"tokenizer_failed: {type(err).__name__}: {err}", d.text)]
+      fault = RecordFault(TOKENIZER_FAILED, f"{type(err).__name__}: {err}")
+      return [None], [None], [Rejected.of(fault, d.source, d.row, d.text)]
     half = len(documents) // 2
     a, b = tokenize_isolating(tokenizer, documents[:half]), tokenize_isolating(tokenizer, documents[half:])
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]

@@ -18,6 +18,7 @@ import numpy as np
 from model.config import ModelConfig
 from model.hub import ModelInfo
 from model.tokenize import DocumentTokenizer
+from pipeline.faults import UsageError
 from pipeline.options import ScoringConfig
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
   tokenizer = DocumentTokenizer(hub.fetch(info, cache_dir=config.model_cache_dir), config.max_length).load()
   embeddings = ModelConfig.from_hf_dict(info.config).vocab_size
   if tokenizer.vocab_size > embeddings:
-    raise ValueError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
+    raise UsageError(f"{info.name}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
                      f"{embeddings} embeddings")
   host = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host")
   return Worker(tokenizer, service, host, writers, local, threading.BoundedSemaphore(2 * config.threads + 2))

@@ -12,6 +12,7 @@ from model import runner as runners
 from model.runner import RunnerConfig, load_runner
 from model.tokenize import DocumentTokenizer
 from pipeline import device
+from pipeline.faults import DeviceFault
 from tests.model.reference import mixed_texts
 
 
@@ -66,9 +67,9 @@ def test_a_device_that_stays_down_fails_every_caller(setup, monkeypatch):
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
   service.score(ids[:2])
   failing(monkeypatch, set(range(1, 1000)))
-  with pytest.raises(device.DeviceFailed, match="INTERNAL: halted"):
+  with pytest.raises(DeviceFault, match="INTERNAL: halted"):
     service.score(ids)
-  with pytest.raises(device.DeviceFailed):  # and every later call, at once
+  with pytest.raises(DeviceFault):  # and every later call, at once
     service.submit(ids)
 
 
@@ -80,7 +81,7 @@ def test_a_probe_that_scores_wrong_is_a_failure_not_a_recovery(setup, monkeypatc
   batch, scores = service._probe
   service._probe = (batch, scores + 1.0)  # what the first batch scored no longer comes out
   failing(monkeypatch, {1, 2}, "collect")
-  with pytest.raises(device.DeviceFailed, match="probe batch scored"):
+  with pytest.raises(DeviceFault, match="probe batch scored"):
     service.score(ids)
 
 
@@ -89,7 +90,7 @@ def test_a_device_that_never_worked_fails_its_first_call_and_every_later_one(set
   monkeypatch.setattr(device.io, "backoff", lambda attempt: 0.01)
   failing(monkeypatch, set(range(1, 1000)))
   service = device.DeviceService(runner, retries=3)  # no work at start-up: nothing fails yet
-  with pytest.raises(device.DeviceFailed, match="a batch failed 4 times"):
+  with pytest.raises(DeviceFault, match="a batch failed 4 times"):
     service.submit(ids[:1]).result(timeout=60)  # a call of one batch: the batch that failed
-  with pytest.raises(device.DeviceFailed):
+  with pytest.raises(DeviceFault):
     service.submit(ids[:2])

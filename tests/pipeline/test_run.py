@@ -110,6 +110,22 @@ def test_rerun_of_finished_run_changes_nothing(scored_corpus, spread_model):
   assert "was already complete" in proc.stdout and "40 scored" in proc.stdout
 
 
+def test_an_input_that_matches_nothing_is_refused_by_name(scored_corpus, spread_model, tmp_path):
+  # The workers match the globs: the job tells the launcher through a Beam counter, and the
+  # launcher raises faults.NoInput (exit 2), whatever text the runner makes of a failure.
+  nothing = str(tmp_path / "none-*.jsonl")
+  settings = ["--model", spread_model, "--max_length", str(MAX_LENGTH), "--threshold", str(THRESHOLD),
+              "--batch_size", "16"]
+  proc = run_pipeline("--input", nothing, "--output", str(tmp_path / "out"), *settings, check=False)
+  assert proc.returncode == 2 and f"error: the input matches no file: {nothing}" in proc.stderr
+  assert not (tmp_path / "out" / "stats.json").exists()
+  output, _ = scored_corpus  # a finished output: its stats.json is not replaced by an empty one
+  before = snapshot(output)
+  proc = run_pipeline("--input", nothing, "--output", output, *settings, check=False)
+  assert proc.returncode == 2 and "the input matches no file" in proc.stderr
+  assert snapshot(output) == before
+
+
 def test_rerun_with_other_threshold_is_refused(scored_corpus, spread_model):
   output, _ = scored_corpus
   proc = run_pipeline("--input", os.path.join(CORPUS, "*"), "--output", output, "--model", spread_model,

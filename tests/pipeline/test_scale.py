@@ -56,4 +56,4 @@ def test_launch_resume_and_stats_cost_no_call_per_shard(spread_model, tmp_path):
   assert total(ops, "list") == 1 + STATE_LISTINGS and sum(ops.values()) < 50, ops
   assert total(ops, "open") == total(ops, "write") == total(ops, "delete") == 0, ops
   stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-  assert stats["scored"] == SHARDS and stats["shards"] == {"matched": SHARDS, "complete": SHARDS, "this_run": SHARDS}
+  assert stats["scored"] == SHARDS and stats["shards"] == {"matched": SHARDS, "this_run": SHARDS}

@@ -1,10 +1,12 @@
 """The thread that owns the devices: token ids in, scores out, batches always in flight.
 
-Host threads call `score(ids)`: they pack the documents into the runner's compiled shapes
-themselves and queue the batches; one device thread only dispatches and collects, keeping
-several batches in flight across calls, so the devices never wait for a host thread to tokenize
-or write. The queue is bounded: when the devices fall behind, host threads wait instead of
-piling up batches in memory.
+Host threads call `submit(ids)` (a proxy in another process, `score(ids)`): they pack the
+documents into the runner's compiled shapes themselves and queue the batches; one device thread
+only dispatches and collects, keeping several batches in flight across calls, so the devices
+never wait for a host thread to tokenize or write. The queue holds at most what the processes'
+chunks in flight allow (Worker.slots, each process's): when the devices fall behind, the
+processes stop reading instead of piling up batches in memory, and no host thread ever waits
+on the queue itself.
 
 Faults. Every batch reaching the devices holds valid token ids of compiled shapes, so nothing a
 document holds can make a device fail: a failure is the machine's (a device error, out of
@@ -50,10 +52,10 @@ class DeviceService:
   def __init__(self, runner: EncoderRunner, retries: int = 8, in_flight: int = 4):
     self.runner = runner
     self._retries, self._in_flight = retries, in_flight
-    # Not bounded here: what bounds it is each process's chunks in flight (Worker.slots). A
-    # bound in batches blocked the writer threads that submit, so finished chunks waited to be
+    # Not bounded in batches: what bounds it is each process's chunks in flight (Worker.slots).
+    # A bound in batches blocked the threads that submit, so finished chunks waited to be
     # written while the device drained, then the device waited for the host (a 0.5 s stall in
-    # 10 s of bench.feed's simulated device).
+    # 10 s of bench.feed's simulated device, when writer threads submitted).
     self._queue: queue.Queue = queue.Queue()
     self._failed: BaseException | None = None
     self._probe: tuple[packing.Batch, np.ndarray] | None = None  # (first batch scored, its scores)

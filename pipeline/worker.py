@@ -1,6 +1,6 @@
 """What a worker process holds, loaded once (beam's Shared) for every thread of it: the
-tokenizer, the pools of host and writer threads, and the device service, or a proxy to the one
-process of the machine that owns the devices.
+tokenizer, the pools of host and writer threads (pipeline/stages.py says what runs where), and
+the device service, or a proxy to the one process of the machine that owns the devices.
 
 The devices load and compile in the background: the first units are read and tokenized
 meanwhile, and their batches wait for the devices, not the other way round. A TPU worker
@@ -20,6 +20,7 @@ from model.hub import ModelInfo
 from model.tokenize import DocumentTokenizer
 from pipeline.faults import UsageError
 from pipeline.options import ScoringConfig
+from pipeline.stages import then
 
 log = logging.getLogger(__name__)
 WRITER_THREADS = 16  # uploads wait on the network, not the CPU
@@ -75,13 +76,17 @@ class Worker:
   slots: threading.BoundedSemaphore
 
   def start_scoring(self, ids: list[np.ndarray]) -> Future:
-    """The scores of `ids`, once the devices are loaded and have scored them. No thread waits
-    on the devices for a local service; a proxy's call blocks a writer thread."""
+    """The scores of `ids`, once the devices are loaded and have scored them. A local service
+    is handed them by the calling thread, which packs them (before the devices are loaded, the
+    thread that loads them does, for every chunk that came meanwhile), and no thread waits on
+    the devices; a proxy's call packs in the devices' process and blocks a writer thread."""
     if not ids:
-      return _done(np.zeros(0, np.float32))
+      empty = Future()
+      empty.set_result(np.zeros(0, np.float32))
+      return empty
     if self.local:
-      return flatten(then(self.writers, self.service, lambda service: service.submit(ids)))
-    return then(self.writers, self.service, lambda service: service.score(ids))
+      return then(self.service, lambda service: service.submit(ids))
+    return then(self.service, lambda service: service.score(ids), self.writers)
 
   def precision(self) -> str:
     return self.service.result().describe()["precision"]
@@ -99,49 +104,3 @@ def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
                      f"{embeddings} embeddings")
   host = concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="koedu-host")
   return Worker(tokenizer, service, host, writers, local, threading.BoundedSemaphore(2 * config.threads + 2))
-
-
-# ------------------------------------------------------------------- futures, without waiting
-
-def _done(value) -> Future:
-  future = Future()
-  future.set_result(value)
-  return future
-
-
-def _relay(source: Future, target: Future) -> None:
-  if source.exception() is not None:
-    target.set_exception(source.exception())
-  else:
-    target.set_result(source.result())
-
-
-def then(pool: concurrent.futures.Executor, future: Future, fn) -> Future:
-  """fn(the future's result), run on `pool` once the future is done."""
-  chained = Future()
-
-  def start(done: Future):
-    if done.exception() is not None:
-      chained.set_exception(done.exception())
-      return
-    try:
-      pool.submit(fn, done.result()).add_done_callback(lambda inner: _relay(inner, chained))
-    except RuntimeError as err:  # the pool is shutting down
-      chained.set_exception(err)
-
-  future.add_done_callback(start)
-  return chained
-
-
-def flatten(future: Future) -> Future:
-  """The result of the future that `future` gives."""
-  result = Future()
-
-  def outer_done(outer: Future):
-    if outer.exception() is not None:
-      result.set_exception(outer.exception())
-    else:
-      outer.result().add_done_callback(lambda inner: _relay(inner, result))
-
-  future.add_done_callback(outer_done)
-  return result

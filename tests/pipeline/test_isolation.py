@@ -5,7 +5,7 @@ import numpy as np
 
 from model.tokenize import Tokenized
 from pipeline.records import Document
-from pipeline.units import tokenize_isolating
+from pipeline.stages import tokenize_isolating
 
 
 class PickyTokenizer:

@@ -1,5 +1,5 @@
-"""Faults injected into the real code path (tests/pipeline/faults.py drives `pipeline.run`): a
-device that fails, a flaky store, a crash between a chunk's files. Whatever happens, a rerun
+"""Faults injected into the real code path (tests/pipeline/inject_faults.py drives
+`pipeline.run`): a device that fails, a flaky store, a crash between a chunk's files. Whatever happens, a rerun
 leaves every record exactly once in scores/ or errors/, and a machine fault never puts a
 record in errors/."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ def run_with_faults(faults: dict, *args: str) -> subprocess.CompletedProcess:
   # Retries wait 0.05 s then double (0.5 s in a real run): the same path, less idle time.
   faults = {"backoff_seconds": 0.05, **faults}
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", KOEDU_FAULTS=json.dumps(faults))
-  return subprocess.run([sys.executable, "-m", "tests.pipeline.faults", *args], cwd=REPO, env=env,
+  return subprocess.run([sys.executable, "-m", "tests.pipeline.inject_faults", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 
 

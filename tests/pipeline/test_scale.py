@@ -1,5 +1,5 @@
 """Bookkeeping that does not grow with the corpus: a run over 2,000 shards and its rerun,
-every filesystem call counted (tests/pipeline/faults.py's counting store); and the first
+every filesystem call counted (tests/pipeline/inject_faults.py's counting store); and the first
 outputs written while most shards are unread."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def run_counted(tmp_path, name: str, spread_model: str) -> dict:
   output = f"{tmp_path}/out"
   faults = {"count_to": str(counts), "output": output}
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", KOEDU_FAULTS=json.dumps(faults))
-  proc = subprocess.run([sys.executable, "-m", "tests.pipeline.faults", "--input", f"faulty://{tmp_path}/in/*.jsonl",
+  proc = subprocess.run([sys.executable, "-m", "tests.pipeline.inject_faults", "--input", f"faulty://{tmp_path}/in/*.jsonl",
                          "--output", f"faulty://{output}", "--model", spread_model, "--max_length", "32",
                          "--batch_size", "8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

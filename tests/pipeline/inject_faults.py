@@ -1,6 +1,6 @@
 """`python -m pipeline.run` with faults injected into its real code path, for the fault tests.
 
-    KOEDU_FAULTS='{"device_failures": 3}' python -m tests.pipeline.faults --input ... --output ...
+    KOEDU_FAULTS='{"device_failures": 3}' python -m tests.pipeline.inject_faults --input ... --output ...
 
 Faults (JSON in KOEDU_FAULTS):
 - "device_failures": N (-1: always), "device_fail_after": M (default 0): after M good batches,

@@ -7,13 +7,15 @@
                           never in errors/, and a rerun does the work
       StorageFault        storage (timeout, reset, 5xx, throttling, full disk) after its retries
       DeviceFault         the devices (runtime error, halted chip, out of memory) after theirs
+      EndpointFault       a service called over the network (429, 5xx, timeout) after its own
     UsageError            the user's to fix (a setting, the model, the output directory, an
                           input that matches nothing): exit 2, and retrying would not help
       NoInput             the input matched no shard
 
 Use: raise `RecordFault(INVALID_JSON, "...")` where a record is found wanting and turn it into
 an errors/ row (pipeline.records.Rejected.of) where the record's place is known; raise a
-MachineFault subclass once retries are spent; raise UsageError (or a subclass: a step adds its
+MachineFault subclass once retries are spent (PERMANENT says which exceptions are not worth
+a retry); raise UsageError (or a subclass: a step adds its
 own, e.g. an endpoint that refuses the API key) for what the user must change. An entry point
 ends with `exit_code(err)`. Nothing reads an exception's text to tell faults apart: the type
 decides. Record codes are the constants below (docs/contracts.md lists them); a step that finds
@@ -83,6 +85,11 @@ class StorageFault(MachineFault):
 
 class DeviceFault(MachineFault):
   """The devices failed and did not recover within the retries."""
+
+
+class EndpointFault(MachineFault):
+  """A service called over the network (an LLM endpoint: 429, 5xx, a timeout, a dropped
+  connection) still failing after the retries and their backoff."""
 
 
 class UsageError(Fault, ValueError):

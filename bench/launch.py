@@ -121,7 +121,7 @@ def finished_output(n: int, layout: str, config: dict) -> str:
     json.dump(config, f)
   with open(os.path.join(out, "stats.json"), "w") as f:
     json.dump({"records_read": n, "scored": n, "kept": 0, "errored": 0, "errors_by_reason": {},
-               "int_score_histogram": {"0": n}, "shards": {"matched": n, "this_run": 0},
+               "int_score_histogram": {"0": n}, "shards": {"matched": n, "complete": n, "this_run": 0},
                "threshold": 3.0, "scored_this_run": 0, "started": "2026-01-01T00:00:00+00:00"}, f)
   return out
 

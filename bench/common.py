@@ -51,7 +51,7 @@ def log(msg: str) -> None:
 def tokenizer_dir() -> str:
   out = os.path.join(BENCH_DIR, "tokenizer")
   if not os.path.exists(os.path.join(out, "tokenizer.json")):
-    from tests.checkpoints import train_tokenizer
+    from model.random_checkpoint import train_tokenizer
     os.makedirs(out, exist_ok=True)
     train_tokenizer(out)
   return out
@@ -71,11 +71,10 @@ def checkpoint(size: str) -> str:
   import torch
   from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-  from tests.checkpoints import save_checkpoint
+  from model import random_checkpoint
   log(f"building the {size} checkpoint in {out} (once)")
   tmp = out + ".tmp"
-  save_checkpoint(tmp, **SIZES[size], max_position_embeddings=MAX_POSITIONS, vocab_size=VOCAB_SIZE,
-                  tokenizer_dir=tokenizer_dir(), initializer_range=0.02, seed=0)
+  random_checkpoint.make(tmp, size, seed=0, tokenizer_dir=tokenizer_dir())
   model = AutoModelForSequenceClassification.from_pretrained(tmp).eval()
   tokenizer = AutoTokenizer.from_pretrained(tmp)
   logits = []
@@ -103,7 +102,7 @@ def target_lengths(n: int, seed: int = 0) -> np.ndarray:
 
 def documents(n: int, seed: int = 0) -> list[str]:
   """`n` Korean texts whose token counts follow the distribution above, in arrival order."""
-  from tests.checkpoints import korean_sentences
+  from model.random_checkpoint import korean_sentences
   # About 1.2 tokens per word with the benchmark tokenizer, plus `<s>`, `passage: ` and `</s>`.
   texts = []
   for i, tokens in enumerate(target_lengths(n, seed)):

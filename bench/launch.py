@@ -4,7 +4,7 @@ discovery and resume moved onto the workers.
     python -m bench.launch [--shards 2000,20000] [--before COMMIT]
 
 launch: the Dataflow job as `launch.sh score` submits it, built offline (`--dry_run`, against
-  the GCS emulator that tests/gcs.py starts): seconds from exec to exit, filesystem calls, and
+  gcp-storage-emulator's server, run in this process): seconds from exec to exit, filesystem calls, and
   the size of the job's graph (Dataflow refuses graphs over about 10 MB).
 resume: a rerun into an output whose every shard is done (its state files written here, as a
   finished run leaves them): the old code decides on the launcher, the new on the workers
@@ -15,6 +15,7 @@ a git worktree of --before (default 9d75996, the last commit before this work).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,27 @@ import time
 from bench import common
 
 BEFORE = "9d75996"
+BUCKET = "koedu-bench"
+
+
+@contextlib.contextmanager
+def gcs_emulator():
+  """gcp-storage-emulator's server on a free local port, in this process (the runs measured are
+  child processes); yields the environment that points gcsfs at it."""
+  import socket
+
+  from gcp_storage_emulator.server import create_server
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+  server.start()
+  try:
+    # gcsfs talks to STORAGE_EMULATOR_HOST without credentials; its hierarchical-namespace probe
+    # is not implemented by the emulator.
+    yield {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+  finally:
+    server.stop()
 
 
 # ------------------------------------------------------------------ the counting filesystem
@@ -165,22 +187,20 @@ def main(argv=None) -> int:
   if args.variant:
     return run_counted(args.code, json.loads(args.variant), args.counts)
 
-  from tests import gcs
-  from tests.checkpoints import save_checkpoint
+  from model.random_checkpoint import save_checkpoint
   command = common.command_line()
   model = os.path.join(common.BENCH_DIR, "launch-model")
   if not os.path.exists(os.path.join(model, "config.json")):
     save_checkpoint(model, tokenizer_dir=common.tokenizer_dir(), max_position_embeddings=common.MAX_POSITIONS)
   codes = {"before": common.worktree(args.before), "after": common.REPO}
   rows, results = [], []
-  with gcs.emulator() as host:
-    env = gcs.gcs_env(host)
+  with gcs_emulator() as env:
     for n in (int(x) for x in args.shards.split(",")):
       glob = "counted://" + os.path.join(shards(n), "*.jsonl")
       for label, code in codes.items():
         job = os.path.join(common.BENCH_DIR, f"launch-{n}", f"job-{label}.json")
         launch = measure(code, ["--runner=DataflowRunner", "--project=koedu-project", "--region=us-central1",
-                                f"--temp_location=gs://{gcs.BUCKET}/tmp", f"--staging_location=gs://{gcs.BUCKET}/staging",
+                                f"--temp_location=gs://{BUCKET}/tmp", f"--staging_location=gs://{BUCKET}/staging",
                                 "--input", glob, "--output", f"counted://{common.BENCH_DIR}/launch-{n}/out-{label}",
                                 "--model", model, "--dry_run=True", f"--dataflow_job_file={job}"], env)
         graph = os.path.getsize(job + ".pipeline.json") if os.path.exists(job + ".pipeline.json") else None

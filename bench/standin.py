@@ -38,7 +38,7 @@ from bench import common
 OUT = os.path.join(common.BENCH_DIR, "standin")
 SETTINGS = ("float32", "bfloat16", "bfloat16_3x")
 
-# Words of tests/checkpoints.py's list (the benchmark tokenizer knows them), by register.
+# Words of model/random_checkpoint.py's list (the benchmark tokenizer knows them), by register.
 REGISTERS = {
     "study": "광합성 식물 햇빛 에너지 이산화탄소 포도당 산소 세포 엽록체 역사 조선 세종대왕 한글 백성 문자 "
              "창제 수학 방정식 함수 그래프 기울기 삼각형 넓이 공식 선생님 수업 시험 공부 문법 주어 서술어 "
@@ -103,7 +103,7 @@ def base_checkpoint(max_length: int) -> str:
   fresh head on, as on nlpai-lab/KoE5."""
   out = os.path.join(OUT, f"base-{max_length}")
   if not os.path.exists(os.path.join(out, "config.json")):
-    from tests.checkpoints import save_checkpoint
+    from model.random_checkpoint import save_checkpoint
     save_checkpoint(out + ".tmp", **common.SIZES["base"], max_position_embeddings=max_length + 2,
                     tokenizer_dir=common.tokenizer_dir(), initializer_range=0.02, seed=0,
                     encoder_only=True)

@@ -79,11 +79,12 @@ class EncoderRunner:
                output: str = "scores"):
     cfg = model.config
     cfg.check_max_length(config.max_length)
-    if model.layers[0].attention.query.dtype != COMPUTE[runtime.precision].dtype:
+    if model.embeddings.word.dtype != COMPUTE[runtime.precision].dtype:
       raise ValueError(f"the model was not built for this runtime ({runtime.precision}): build it "
                        "with runtime.model_kwargs()")
     if output not in OUTPUTS:
       raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    runtime.check_lengths(config.lengths)
     self.config, self.runtime, self.output = config, runtime, output
     self.model_config = cfg
     self.pad_token_id = cfg.pad_token_id

@@ -23,7 +23,12 @@ from model.precision import COMPUTE
 
 log = logging.getLogger(__name__)
 DATA_AXIS = "data"  # the one mesh axis: batches are split along it, parameters replicated
-ATTENTIONS = ("batched", "rows", "fused")
+ATTENTIONS = ("batched", "rows", "fused", "cudnn", "pallas")
+ACCELERATORS = ("tpu", "gpu")  # jax's platform names for TPUs and CUDA (or ROCm) GPUs
+# What "auto" attends with on a GPU. XLA's batched op with the segment mask until bench/gpu.py
+# has measured cuDNN's and Pallas's fused kernels against it on a GPU (docs/benchmarks.md, "GPU"):
+# it runs on any GPU, at any precision and row length, and is the op TPUs run.
+GPU_ATTENTION = "batched"
 # This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-29% slower than XLA's own Eigen
 # dots at every compiled shape (bench/shapes.py, docs/benchmarks.md). Set per compilation, not
 # through XLA_FLAGS, so that it holds whatever the process was started with.
@@ -71,7 +76,18 @@ class Runtime:
     if self.attention == "fused":
       from model import fused_attention  # builds a C++ kernel: only where it runs
       return fused_attention.per_device(self.mesh, DATA_AXIS)
+    if self.attention in ("cudnn", "pallas"):
+      from model import gpu_attention
+      return gpu_attention.attention(self.attention, self.mesh, DATA_AXIS)
     return {"batched": batched_attention, "rows": row_attention}[self.attention]
+
+  def check_lengths(self, lengths) -> None:
+    """Refuses row lengths the attention cannot tile (the runner's compiled lengths)."""
+    if self.attention == "pallas":
+      from model import gpu_attention
+      reason = gpu_attention.supports("pallas", 0, COMPUTE[self.precision].dtype, lengths)
+      if reason is not None:
+        raise ValueError(f"attention 'pallas' cannot run these rows: {reason}")
 
   def model_kwargs(self) -> dict:
     """What XLMRobertaClassifier (and checkpoint.load_classifier) build the model with."""
@@ -97,17 +113,41 @@ def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", 
             training: bool = False) -> Runtime:
   """The runtime for a model of `cfg` on `devices` (default: every local device)."""
   mesh = make_mesh(devices)
-  on_cpu = mesh.devices.flat[0].platform == "cpu"
+  platform = mesh.devices.flat[0].platform
+  on_cpu = platform == "cpu"
   if precision == "auto":
-    # TPUs multiply in bf16. One pass kept every int_score of a trained classifier (a base-width
-    # stand-in; its differences from fp32 would have to grow 20x to cost 0.5% of them:
-    # docs/benchmarks.md, "bf16 on a trained classifier"); three passes would triple the
-    # matrix-unit work for nothing. On CPU bf16 is emulated and slower than fp32.
-    precision = "bfloat16" if mesh.devices.flat[0].platform == "tpu" else "float32"
+    # Accelerators (TPUs and GPUs alike) multiply in bf16. One pass kept every int_score of a
+    # trained classifier (a base-width stand-in; its differences from fp32 would have to grow
+    # 20x to cost 0.5% of them: docs/benchmarks.md, "bf16 on a trained classifier"): that is a
+    # property of the precision, measured on CPU, not of the chip. Three passes would triple
+    # the matrix-unit work for nothing. On CPU bf16 is emulated and slower than fp32.
+    precision = "bfloat16" if platform in ACCELERATORS else "float32"
   if precision not in COMPUTE:
     raise ValueError(f"precision must be 'auto' or one of {sorted(COMPUTE)}, got {precision!r}")
-  attention = choose_attention(attention, on_cpu, COMPUTE[precision].dtype, cfg.head_dim, training)
+  if platform == "gpu":
+    attention = choose_gpu_attention(attention, COMPUTE[precision].dtype, cfg.head_dim)
+  else:
+    attention = choose_attention(attention, on_cpu, COMPUTE[precision].dtype, cfg.head_dim, training)
   return Runtime(precision, attention, mesh, CPU_COMPILER_OPTIONS if on_cpu else (), training)
+
+
+def choose_gpu_attention(requested: str, dtype, head_dim: int) -> str:
+  """"auto": GPU_ATTENTION where it can run, else XLA's batched op; a fused kernel asked for by
+  name and unable to run (cuDNN at float32) is refused."""
+  from model import gpu_attention
+  if requested != "auto" and requested not in ATTENTIONS:
+    raise ValueError(f"attention must be 'auto' or one of {ATTENTIONS}, got {requested!r}")
+  if requested == "fused":
+    raise ValueError("attention 'fused' cannot run here: it runs on CPU only")
+  name = GPU_ATTENTION if requested == "auto" else requested
+  if name in gpu_attention.GPU_ATTENTIONS:
+    reason = gpu_attention.supports(name, head_dim, dtype)
+    if reason is not None:
+      if requested != "auto":
+        raise ValueError(f"attention {name!r} cannot run here: {reason}")
+      log.warning("%s attention unavailable (%s); using XLA's batched attention", name, reason)
+      return "batched"
+  return name
 
 
 def choose_attention(requested: str, on_cpu: bool, dtype, head_dim: int, training: bool = False) -> str:
@@ -117,6 +157,8 @@ def choose_attention(requested: str, on_cpu: bool, dtype, head_dim: int, trainin
   which has no gradient."""
   if requested != "auto" and requested not in ATTENTIONS:
     raise ValueError(f"attention must be 'auto' or one of {ATTENTIONS}, got {requested!r}")
+  if requested in ("cudnn", "pallas"):
+    raise ValueError(f"attention {requested!r} cannot run here: it runs on GPUs only")
   if requested == "fused" or (requested == "auto" and on_cpu and not training):
     from model import fused_attention
     reason = fused_attention.supports(head_dim, dtype) if on_cpu else "it runs on CPU only"

@@ -44,6 +44,9 @@ EXTRAS_REQUIRE = {
         "openvino==2026.4.1",
     ],
     "tpu": ["jax[tpu]==0.10.2"],
+    # NVIDIA GPUs: the CUDA 12 plugin and its CUDA, cuDNN and NCCL wheels (a driver >= 525 on
+    # the machine). The container for Dataflow GPU workers installs koedu[cuda,gcp].
+    "cuda": ["jax[cuda12]==0.10.2"],
     "gcp": ["apache-beam[gcp]==2.77.0"],
 }
 
@@ -51,7 +54,7 @@ setuptools.setup(
     name="koedu",
     version="0.1.0",
     description="Score Korean web text for educational value at corpus scale (FineWeb-Edu for Korean).",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
     # The fused CPU attention's sources, compiled on first use (model/fused_attention.py).
     package_data={"model": ["kernels/*.h", "kernels/*.cc"]},

@@ -144,14 +144,17 @@ class EncoderRunner:
              self.stats.compile_seconds[(rows, length)])
     return compiled
 
-  def warmup(self) -> float:
-    """Compiles every shape (loaded from the persistent cache where it holds them), the full
-    batches first: what a stream of documents needs soonest. Seconds."""
+  def warmup(self, shapes=None, threads: int = 1) -> float:
+    """Compiles `shapes` (default: every shape; loaded from the persistent cache where it holds
+    them), the full batches first: what a stream of documents needs soonest. With several
+    threads XLA compiles shapes side by side (tracing holds the GIL, compiling does not).
+    Seconds."""
+    shapes = sorted(self.shapes if shapes is None else set(shapes), key=lambda s: -s[0] * s[1])
     start = time.perf_counter()
-    for shape in sorted(self.shapes, key=lambda s: -s[0] * s[1]):
-      self._executable(*shape)
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads), thread_name_prefix="koedu-compile") as pool:
+      list(pool.map(lambda shape: self._executable(*shape), shapes))
     seconds = time.perf_counter() - start
-    log.info("%d compiled shapes ready in %.1fs", len(self.shapes), seconds)
+    log.info("%d compiled shapes ready in %.1fs", len(shapes), seconds)
     return seconds
 
   def pack(self, ids: list[np.ndarray]) -> list[packing.Batch]:

@@ -1,7 +1,7 @@
 """koedu on one GPU against transformers + PyTorch on the same GPU, weights and documents, and
 the host path that has to feed it. One command, within 8 minutes on an H100:
 
-    python -m bench.gpu [--out DIR] [--documents 8192] [--budget_s 420]
+    python -m bench.gpu [--out DIR] [--documents 8192] [--budget_s 360]
     python -m bench.gpu --smoke [--out DIR]       # CPU, tiny shapes, seconds (tests/bench)
     python -m bench.gpu --report DIR/gpu.json     # that run's section into docs/benchmarks.md
 
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU, seconds: the suite runs it")
   parser.add_argument("--documents", type=int, help="documents scored (default 8192; smoke 48)")
-  parser.add_argument("--budget_s", type=float, default=420, help="stages that would end past this are skipped")
+  parser.add_argument("--budget_s", type=float, default=360, help="stages that would end past this are skipped")
   parser.add_argument("--out", default=os.environ.get("OUT") or common.RESULTS, help="where gpu.json and gpu.md go")
   parser.add_argument("--work", default=os.path.join(common.BENCH_DIR, "gpu"), help="where the checkpoint is built")
   parser.add_argument("--report", help="a gpu.json: write its section into docs/benchmarks.md and stop")
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
   if args.report:
     with open(args.report) as f:
       r = json.load(f)
-    common.update_doc(f"gpu {r['device']}", report(r))
+    common.update_doc("gpu", report(r))
     return 0
   shape = dict(SMOKE if args.smoke else FULL)
   if args.documents:

@@ -43,7 +43,7 @@ class ScoringConfig:
   max_length: int = option(512, "Tokens per document after truncation, <s> and </s> included.", type=int)
   dtype: str = option(
       "auto", "float32, bfloat16_3x (three bf16 matmul passes, fp32 elsewhere) or bfloat16 (one "
-      "pass); auto = the TPU default on TPU, float32 elsewhere. See model/precision.py.",
+      "pass); auto = bfloat16 on TPUs and GPUs, float32 on CPU. See model/precision.py.",
       choices=["auto", *COMPUTE])
   tokens_per_device: int = option(16384, "Tokens in one device's share of a compiled batch.", type=int)
   max_record_bytes: int = option(

@@ -151,8 +151,12 @@ class EncoderRunner:
     Seconds."""
     shapes = sorted(self.shapes if shapes is None else set(shapes), key=lambda s: -s[0] * s[1])
     start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(max(1, threads), thread_name_prefix="koedu-compile") as pool:
-      list(pool.map(lambda shape: self._executable(*shape), shapes))
+    if threads <= 1:  # in this thread, under whatever jax config it has set (log_compiles...)
+      for shape in shapes:
+        self._executable(*shape)
+    else:
+      with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="koedu-compile") as pool:
+        list(pool.map(lambda shape: self._executable(*shape), shapes))
     seconds = time.perf_counter() - start
     log.info("%d compiled shapes ready in %.1fs", len(shapes), seconds)
     return seconds

@@ -26,7 +26,7 @@ DATA_AXIS = "data"  # the one mesh axis: batches are split along it, parameters 
 ATTENTIONS = ("batched", "rows", "fused", "cudnn", "pallas")
 ACCELERATORS = ("tpu", "gpu")  # jax's platform names for TPUs and CUDA (or ROCm) GPUs
 # What "auto" attends with on a GPU. XLA's batched op with the segment mask until bench/gpu.py
-# has measured cuDNN's and Pallas's fused kernels against it on a GPU (docs/benchmarks.md, "GPU"):
+# has measured cuDNN's and Pallas's fused kernels against it on a GPU (docs/benchmarks.md, "GPUs"):
 # it runs on any GPU, at any precision and row length, and is the op TPUs run.
 GPU_ATTENTION = "batched"
 # This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-29% slower than XLA's own Eigen

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from model import hub, runtime
+from model import gpu_attention, hub, runtime
 from model.checkpoint import load_classifier
 from model.recipe import PREFIX
 from model.runner import EncoderRunner, RunnerConfig
@@ -24,6 +24,8 @@ from tests.model.reference import (hf_forward, mixed_texts, torch_classifier, to
                                    torch_scores)
 
 TOLERANCE = 1e-4
+# The GPU kernels run on GPUs only (tests/model/test_gpu.py checks Pallas's in its interpreter).
+CPU_ATTENTIONS = [a for a in runtime.ATTENTIONS if a not in gpu_attention.GPU_ATTENTIONS]
 
 # name -> (save_checkpoint arguments, or None for transformers' config defaults; max_length the
 # documents are truncated to). Odd widths, head sizes 4..15, FFN never 4 x hidden.
@@ -77,7 +79,7 @@ def model_with(ref, attention: str):
   return rt, load_classifier(ref.dir, **rt.model_kwargs())[1]
 
 
-@pytest.mark.parametrize("attention", runtime.ATTENTIONS)
+@pytest.mark.parametrize("attention", CPU_ATTENTIONS)
 def test_padded_batch_matches_transformers(ref, attention, max_abs_diff):
   # Truncated at the checkpoint's own limit, so the longest rows use every position row.
   enc = ref.tokenizer([PREFIX + t for t in mixed_texts(seed=3)], padding=True, truncation=True,
@@ -135,7 +137,7 @@ def test_document_tokenizer_is_shipped_by_pickle(checkpoint_dir):
     RunnerConfig(max_length=2)
 
 
-@pytest.mark.parametrize("attention", runtime.ATTENTIONS)
+@pytest.mark.parametrize("attention", CPU_ATTENTIONS)
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "unpacked"])
 def test_scorer_matches_transformers(ref, pack, attention, max_abs_diff):
   texts = mixed_texts(seed=7)

@@ -22,7 +22,8 @@ the host path that has to feed it. One command, within 8 minutes on an H100:
 5. the host path with the device free: DocumentTokenizer and the runner's packing over chunks
    of documents on 1, 2, 4, 8 and 16 host threads (what one worker process can feed).
 6. bf16's max |diff| to fp32 for the same weights and documents on this machine's CPU.
-Stages are skipped, and said to be, when --budget_s would run out; steps 1-3 come first.
+Stages are skipped, and said to be, when --budget_s would run out. The order: the reference,
+koedu with XLA's attention, PyTorch, the host path, the other attentions, the CPU comparison.
 Results: DIR/gpu.json and DIR/gpu.md (DIR: --out, else $OUT, else the bench directory).
 """
 from __future__ import annotations
@@ -231,23 +232,30 @@ def run(args, shape: dict) -> dict:
   out["torch_float32_vs_koedu_float32"] = agreement(torch32["scores"], ref)
   common.log(f"torch fp32 vs koedu fp32: {out['torch_float32_vs_koedu_float32']}")
 
-  out["koedu"], scores, packer = {}, {}, None
-  for attention in CANDIDATES[platform]:
+  out["koedu"], scores = {}, {}
+
+  def candidate(attention: str, keep: bool = False):
+    """koedu at bf16 with one attention; its runner if `keep` and it ran."""
     if not budget.allows(f"koedu bfloat16, {attention} attention", 90 if scores else 60):
-      continue
+      return None
     common.log(f"koedu bfloat16, {attention} attention")
     try:
-      result = koedu(model_dir, ids, config, "bfloat16", attention, shape["repeats"], keep=packer is None)
-      packer = result.pop("runner", packer)  # the first runner packs for the host path below
+      result = koedu(model_dir, ids, config, "bfloat16", attention, shape["repeats"], keep=keep)
     except Exception as err:  # a candidate this GPU or jax cannot run: say why, go on
       out["koedu"][attention] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
       common.log(f"  failed: {out['koedu'][attention]['error']}")
-      continue
-    scores[attention] = result.pop("scores")
+      return None
+    runner, scores[attention] = result.pop("runner", None), result.pop("scores")
     out["koedu"][attention] = {**result, **rates(result["seconds"]), **agreement(scores[attention][reference], ref)}
     if attention != "batched" and "batched" in scores:
       out["koedu"][attention]["max_abs_diff_to_batched"] = float(np.max(np.abs(scores[attention] - scores["batched"])))
     common.log(f"  {out['koedu'][attention]}")
+    return runner
+
+  # What the goals need first: koedu as it runs today, PyTorch, the host path; then the other
+  # attention candidates, then the CPU comparison.
+  first, *others = CANDIDATES[platform]
+  packer = candidate(first, keep=True)  # its runner packs for the host path below
 
   if budget.allows("transformers + PyTorch bfloat16", 45):
     common.log("transformers + PyTorch bfloat16, SDPA, length-sorted batches")
@@ -265,6 +273,8 @@ def run(args, shape: dict) -> dict:
       common.log(f"  host path: {out['host'][-1]}")
   del packer
   gc.collect()
+  for attention in others:
+    candidate(attention)
 
   cpu_docs = slice(0, shape["cpu_documents"])
   if "batched" in scores and budget.allows("bf16 vs fp32 on CPU", 90):

@@ -44,8 +44,8 @@ EXTRAS_REQUIRE = {
         "openvino==2026.4.1",
     ],
     "tpu": ["jax[tpu]==0.10.2"],
-    # NVIDIA GPUs: the CUDA 12 plugin and its CUDA, cuDNN and NCCL wheels (a driver >= 525 on
-    # the machine). The container for Dataflow GPU workers installs koedu[cuda,gcp].
+    # NVIDIA GPUs: jax's CUDA 12 plugin with its CUDA, cuDNN and NCCL wheels, so the machine
+    # needs only a driver that runs CUDA 12 (>= 525). What a GPU worker's image installs.
     "cuda": ["jax[cuda12]==0.10.2"],
     "gcp": ["apache-beam[gcp]==2.77.0"],
 }
@@ -54,6 +54,8 @@ setuptools.setup(
     name="koedu",
     version="0.1.0",
     description="Score Korean web text for educational value at corpus scale (FineWeb-Edu for Korean).",
+    # Every pin installs on 3.11, 3.12 and 3.13 (jax 0.10.2 has wheels for each; jax 0.11 drops
+    # 3.11); 3.14 is not checked.
     python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
     # The fused CPU attention's sources, compiled on first use (model/fused_attention.py).

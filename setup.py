@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "zstandard==0.25.0",
     "scikit-learn==1.9.1",
     "matplotlib==3.11.2",
+    "aiohttp==3.14.5",  # train.annotate: hundreds of LLM requests in flight from one thread
 ]
 
 EXTRAS_REQUIRE = {
@@ -58,8 +59,9 @@ setuptools.setup(
     # 3.11); 3.14 is not checked.
     python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
-    # The fused CPU attention's sources, compiled on first use (model/fused_attention.py).
-    package_data={"model": ["kernels/*.h", "kernels/*.cc"]},
+    # The fused CPU attention's sources, compiled on first use (model/fused_attention.py); the
+    # annotation prompt (train/annotate/prompt.py).
+    package_data={"model": ["kernels/*.h", "kernels/*.cc"], "train.annotate": ["prompts/*.txt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

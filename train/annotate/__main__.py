@@ -1,0 +1,71 @@
+"""`python -m train.annotate`: score a sample of a corpus 0-5 with an LLM, as labels for train.run.
+
+  python -m train.annotate --input 'gs://b/corpus/*.jsonl.zst' --output gs://b/labels \\
+      --endpoint http://vllm:8000/v1 --llm Qwen/Qwen2.5-32B-Instruct --sample 500000 [--seed 0] \\
+      [--prompt FILE] [--concurrency 16] [--requests_per_minute R]
+
+  python -m train.run --data 'gs://b/labels/annotations/*.parquet' --output gs://b/model
+
+The API key, if the endpoint wants one, is read from $OPENAI_API_KEY (or the variable
+--api_key_env names), never from a flag. Exit status: 0 done, 1 the endpoint failed after its
+retries or the run was interrupted (what was answered is written: rerun the same command to
+finish), 2 a usage or settings error found before any request.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from train.annotate.config import AnnotateConfig
+
+_HELP = {  # flags whose meaning the config's field name does not say
+    "input": "shard globs, comma-separated (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet; fsspec URLs)",
+    "endpoint": "OpenAI-compatible base URL, e.g. http://localhost:8000/v1",
+    "llm": "model name the endpoint serves, e.g. Qwen/Qwen2.5-32B-Instruct",
+    "sample": "documents to annotate; a larger N holds every document of a smaller one",
+    "prompt": "prompt file holding {text} once (default: FineWeb-Edu's rubric for Korean, packaged)",
+    "requests_per_minute": "rate limit over all requests, retries included (0: none)",
+    "api_key_env": "environment variable holding the API key",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m train.annotate", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  for field in dataclasses.fields(AnnotateConfig):
+    required = field.default is dataclasses.MISSING
+    kind = {"int": int, "float": float}.get(str(field.type), str)
+    if field.name == "input":
+      kind = lambda v: tuple(g for g in v.split(",") if g)
+    p.add_argument(f"--{field.name}", type=kind, required=required,
+                   default=None if required else field.default, help=_HELP.get(field.name))
+  return p
+
+
+def main(argv=None) -> int:
+  p = parser()
+  try:
+    config = AnnotateConfig(**vars(p.parse_args(argv)))
+  except ValueError as err:
+    p.error(str(err))
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  logging.getLogger("aiohttp").setLevel(logging.WARNING)
+  from train.annotate import client, job, sample, store
+  try:
+    stats = job.run(config)
+  except (ValueError, FileNotFoundError, store.SettingsRefused, client.EndpointRefused) as err:
+    logging.error("%s", err)  # the user's to fix; a traceback would bury the message
+    return 2
+  except (client.EndpointFailed, job.Interrupted, sample.ShardChanged) as err:
+    logging.error("%s", err)
+    return 1
+  print(f"koedu: {stats['annotated']:,} of {stats['sampled']:,} sampled documents annotated, "
+        f"{stats['errored']:,} in errors/ {stats['errors_by_reason']}; scores {stats['score_histogram']}; "
+        f"tokens {stats['tokens']['prompt']:,} in, {stats['tokens']['completion']:,} out; in {config.output}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -12,7 +12,7 @@ Faults (Faults below), drawn per request from a seeded generator, never more tha
 through): 429 with Retry-After, 500, a connection dropped before or in the middle of the
 answer, an answer slower than the client's timeout, a 200 whose body is not JSON. Unreadable
 answers are a rule of the document, not a draw: N % unreadable_every == 0 always answers
-without a score, N % flaky_every == 0 does so on its first request only.
+without a score, N % flaky_every == 0 does so in its first answer only.
 
     python -m tests.train.chat_server --faults '{"rate": 0.1}'   # prints its base URL, serves until killed
 """
@@ -46,6 +46,8 @@ class Faults:
   flaky_every: int = 0  # N % this == 0: unreadable on the first request only (0: none)
   latency: float = 0.0  # every answer takes this long (a model's time to answer)
   seed: int = 0
+  model: str | None = None  # the one model served: another name gets a 404, as vLLM answers
+  api_key: str | None = None  # the key a request must bear: anything else gets a 401
 
 
 def expected_score(n: int) -> int:
@@ -72,13 +74,18 @@ class ChatServer:
   # ------------------------------------------------------------------------------ protocol
 
   async def chat(self, request: web.Request) -> web.StreamResponse:
+    f = self.faults
+    if f.api_key and request.headers.get("Authorization") != f"Bearer {f.api_key}":
+      return web.json_response({"error": {"message": "invalid api key", "type": "auth"}}, status=401)
     body = await request.json()
+    if f.model and body.get("model") != f.model:
+      return web.json_response({"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                          "type": "NotFoundError"}}, status=404)
     content = body["messages"][-1]["content"]
     found = MARKER.search(content)
     doc = int(found.group(1)) if found else -1
     self.requests[doc] += 1
     self.times[doc].append(time.monotonic())
-    f = self.faults
     if f.rate and self._in_a_row[doc] < f.max_faults_in_a_row and self._rng.random() < f.rate:
       self._in_a_row[doc] += 1
       kind = self._rng.choice(f.kinds)
@@ -88,7 +95,7 @@ class ChatServer:
     if f.latency:
       await asyncio.sleep(f.latency)
     unreadable = (f.unreadable_every and doc % f.unreadable_every == 0) or \
-        (f.flaky_every and doc % f.flaky_every == 0 and self.requests[doc] == 1)
+        (f.flaky_every and doc % f.flaky_every == 0 and self.answered[doc] == 0)
     answer = ("The extract reads like a forum post; I would not use it in class." if unreadable
               else f"The extract [doc {doc}] is judged by the test rule.\n{score_line(doc)}")
     self.answered[doc] += 1

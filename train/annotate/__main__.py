@@ -52,14 +52,19 @@ def main(argv=None) -> int:
     p.error(str(err))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   logging.getLogger("aiohttp").setLevel(logging.WARNING)
+  from pipeline import io
   from train.annotate import client, job, sample, store
   try:
     stats = job.run(config)
   except (ValueError, FileNotFoundError, store.SettingsRefused, client.EndpointRefused) as err:
     logging.error("%s", err)  # the user's to fix; a traceback would bury the message
     return 2
-  except (client.EndpointFailed, job.Interrupted, sample.ShardChanged) as err:
+  except (client.EndpointFailed, job.Interrupted, sample.ShardChanged, io.StorageError) as err:
     logging.error("%s", err)
+    return 1
+  if not stats["complete"]:  # every sampled document should be in a part by now
+    logging.error("%s: %s of %s sampled documents are in no part; rerun the same command",
+                  config.output, f"{stats['sampled'] - stats['annotated'] - stats['errored']:,}", f"{stats['sampled']:,}")
     return 1
   print(f"koedu: {stats['annotated']:,} of {stats['sampled']:,} sampled documents annotated, "
         f"{stats['errored']:,} in errors/ {stats['errors_by_reason']}; scores {stats['score_histogram']}; "

@@ -24,7 +24,9 @@ class Interrupted(RuntimeError):
 
 
 class _Parts:
-  """Results not yet written, and the writing of them as parts."""
+  """Results not yet written, and the writing of them as parts: by one flusher task while the run
+  goes, then once more, synchronously, at its end. A write is never cancelled: a cancelled
+  to_thread that no thread had started yet would drop its part without a word."""
 
   def __init__(self, output: str, flush_every: int):
     self.output, self.flush_every = output, flush_every
@@ -32,6 +34,7 @@ class _Parts:
     self.annotated: list[dict] = []
     self.errors: list[dict] = []
     self.full = asyncio.Event()
+    self.closing = False
     self.written = 0  # documents in parts written by this run
 
   def add(self, kind: str, row: dict) -> None:
@@ -39,24 +42,35 @@ class _Parts:
     if len(self.annotated) + len(self.errors) >= self.flush_every:
       self.full.set()
 
-  async def flush(self) -> None:
+  def _take(self):
     annotated, errors = self.annotated, self.errors
-    if not annotated and not errors:
-      return
     self.annotated, self.errors = [], []
     self.full.clear()
-    name = f"part-{self.run}-{self.seq:05d}"
     self.seq += 1
-    await asyncio.to_thread(store.write_part, self.output, name, annotated, errors)
-    self.written += len(annotated) + len(errors)
+    return f"part-{self.run}-{self.seq - 1:05d}", annotated, errors
 
   async def keep_flushing(self, seconds: float) -> None:
-    while True:
+    while not self.closing:
       try:
         await asyncio.wait_for(self.full.wait(), seconds)
       except asyncio.TimeoutError:
         pass
-      await self.flush()
+      if self.annotated or self.errors:
+        name, annotated, errors = self._take()
+        await asyncio.to_thread(store.write_part, self.output, name, annotated, errors)
+        self.written += len(annotated) + len(errors)
+
+  async def close(self, flusher: asyncio.Task) -> None:
+    """Lets the write in progress finish, then writes the rest."""
+    self.closing = True
+    self.full.set()
+    try:
+      await flusher
+    finally:
+      if self.annotated or self.errors:
+        name, annotated, errors = self._take()
+        store.write_part(self.output, name, annotated, errors)
+        self.written += len(annotated) + len(errors)
 
 
 def _pending(todo: dict[str, list[int]], config: AnnotateConfig) -> Iterator[Document | Rejected]:
@@ -156,8 +170,8 @@ async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: s
   queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
   async with client.Endpoint(config, api_key) as endpoint:
     run = _Run(config, prompt, endpoint, parts, total)
-    helpers = [asyncio.create_task(parts.keep_flushing(config.flush_seconds)),
-               asyncio.create_task(run.report(config.progress_seconds))]
+    flusher = asyncio.create_task(parts.keep_flushing(config.flush_seconds))
+    reporter = asyncio.create_task(run.report(config.progress_seconds))
     try:
       async with asyncio.TaskGroup() as group:
         group.create_task(run.feed(_pending(todo, config), queue))
@@ -169,10 +183,8 @@ async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: s
       # The first fault stops every worker; the answers already in hand are still written.
       raise group.exceptions[0] from None
     finally:
-      for task in helpers:
-        task.cancel()
-      await asyncio.gather(*helpers, return_exceptions=True)
-      await asyncio.shield(parts.flush())
+      reporter.cancel()
+      await parts.close(flusher)
       log.info("annotate: %s", run.progress())
   return run.summary()
 

@@ -64,6 +64,7 @@ class ChatServer:
     self.requests = collections.Counter()  # doc -> requests received
     self.answered = collections.Counter()  # doc -> readable-or-not answers sent with a 200
     self.faulted = collections.Counter()  # kind -> faults injected
+    self.refused = 0  # requests refused with a 401 or 404, before any document is looked at
     self.times = collections.defaultdict(list)  # doc -> monotonic time of each request
     self._in_a_row = collections.Counter()
     self._rng = random.Random(self.faults.seed)
@@ -76,9 +77,11 @@ class ChatServer:
   async def chat(self, request: web.Request) -> web.StreamResponse:
     f = self.faults
     if f.api_key and request.headers.get("Authorization") != f"Bearer {f.api_key}":
+      self.refused += 1
       return web.json_response({"error": {"message": "invalid api key", "type": "auth"}}, status=401)
     body = await request.json()
     if f.model and body.get("model") != f.model:
+      self.refused += 1
       return web.json_response({"error": {"message": f"The model `{body.get('model')}` does not exist.",
                                           "type": "NotFoundError"}}, status=404)
     content = body["messages"][-1]["content"]

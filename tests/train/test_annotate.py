@@ -147,3 +147,25 @@ def test_killed_run_resumes_without_asking_again(tmp_path, server):
   lost = [n for n, count in answered.items() if count and n not in finished]
   assert all(s.answered[n] == answered[n] + 1 for n in lost)
   assert len(lost) <= 20 + 20 + 4, len(lost)
+
+
+def test_train_run_reads_the_annotations_as_is(tmp_path, server, encoder_dir):
+  """The loop's next step, as a user runs it: train.run on DIR/annotations/*.parquet, no conversion."""
+  import subprocess
+  import sys
+  corpus = str(tmp_path / "corpus")
+  annotate_corpus.write(corpus, per_shard=40, shards=3, broken=0)
+  s = server(unreadable_every=37)
+  out = str(tmp_path / "labels")
+  assert annotate(corpus, out, s.url, 120) == 0
+  annotated, errors = outputs(out)
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  model = tmp_path / "model"
+  args = ["--data", os.path.join(out, "annotations", "*.parquet"), "--output", str(model),
+          "--model", encoder_dir, "--max_steps", "2", "--batch_size", "32", "--eval_size", "0.25",
+          "--max_length", "64", "--row_lengths", "32,64", "--encode_tokens_per_device", "512"]
+  proc = subprocess.run([sys.executable, "-m", "train.run", *args], cwd=repo, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((model / "data_report.json").read_text())
+  assert report["train"] + report["eval"] == len(annotated) and report["bad"] == 0

@@ -92,7 +92,7 @@ class _Run:
                 parts: _Parts, total: int):
     self.config, self.prompt, self.endpoint, self.parts, self.total = config, prompt, endpoint, parts, total
     self.done = self.annotated = self.unreadable = self.tokens_in = self.tokens_out = 0
-    self.started = time.monotonic()
+    self.started, self.cpu = time.monotonic(), time.process_time()
 
   async def feed(self, documents: Iterator, queue: asyncio.Queue) -> None:
     # The reader is blocking (fsspec, decompression): it runs in a thread, a batch at a time,
@@ -155,6 +155,7 @@ class _Run:
     seconds = time.monotonic() - self.started
     c = self.endpoint.counters
     return {"documents": self.done, "seconds": round(seconds, 3),
+            "cpu_seconds": round(time.process_time() - self.cpu, 3),  # this process's, all threads
             "documents_per_second": round(self.done / seconds, 3) if seconds else None,
             "requests": c.requests, "retries": c.retries, "faults": c.by_fault,
             "backoff_seconds": round(c.waited_seconds, 3),

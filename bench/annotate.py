@@ -2,6 +2,7 @@
 
   python -m bench.annotate faults [--documents 10000]   # 10% faults, SIGKILL midway, resume: exact accounting
   python -m bench.annotate rate [--documents 3000]      # requests/s at concurrency 1, 16, 64
+  python -m bench.annotate sample [--documents 400000]  # what drawing the sample costs per row
 
 `faults`: every sampled document exactly once in annotations/ or errors/ (errors only for
 unreadable answers and the rows the reader rejects), and no finished document (one in a written
@@ -157,17 +158,60 @@ def rate(documents: int, work: str) -> dict:
   return results
 
 
+def sampling_cost(documents: int, work: str) -> dict:
+  """Rows/s of the two passes over the shards (draw: every row hashed; documents: the sampled
+  rows parsed), JSON lines (zstd) and Parquet, documents of about 1,500 characters."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  import zstandard
+  from tests.checkpoints import korean_sentences
+  from train.annotate import sample as sampling
+  texts = [" ".join(korean_sentences(12, seed=i)) for i in range(200)]
+  results = {}
+  for kind in ("jsonl.zst", "parquet"):
+    directory = os.path.join(work, kind)
+    os.makedirs(directory)
+    per_shard = documents // 4
+    for s in range(4):
+      records = [{"id": f"{s}-{i}", "text": texts[i % len(texts)], "url": f"https://example.kr/{i}"}
+                 for i in range(per_shard)]
+      path = os.path.join(directory, f"shard-{s}.{kind}")
+      if kind == "parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+      else:
+        with open(path, "wb") as f:
+          f.write(zstandard.ZstdCompressor().compress("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                               for r in records).encode()))
+    sources = sampling.expand([os.path.join(directory, "*")])
+    started = time.process_time(), time.monotonic()
+    sample = sampling.draw(sources, documents // 4, seed=0)
+    drew = time.process_time() - started[0], time.monotonic() - started[1]
+    started = time.process_time(), time.monotonic()
+    read = sum(1 for source, rows in sample.by_shard(set()).items()
+               for _ in sampling.documents(source, rows, "text", "id"))
+    second = time.process_time() - started[0], time.monotonic() - started[1]
+    results[kind] = {"rows": sample.total_rows, "sampled": read,
+                     "draw_rows_per_cpu_second": round(sample.total_rows / drew[0]),
+                     "draw_wall_seconds": round(drew[1], 2),
+                     "documents_rows_per_cpu_second": round(sample.total_rows / second[0]),
+                     "documents_wall_seconds": round(second[1], 2)}
+    log(f"{kind}: {results[kind]}")
+  return results
+
+
 def main() -> None:
   p = argparse.ArgumentParser()
-  p.add_argument("what", choices=("faults", "rate"))
+  p.add_argument("what", choices=("faults", "rate", "sample"))
   p.add_argument("--documents", type=int, default=None)
   args = p.parse_args()
   work = tempfile.mkdtemp(prefix="koedu-annotate-bench-")
   try:
     if args.what == "faults":
       report = faults(args.documents or 10_000, work)
-    else:
+    elif args.what == "rate":
       report = rate(args.documents or 3_000, work)
+    else:
+      report = sampling_cost(args.documents or 400_000, work)
     print(json.dumps(report, indent=2))
   finally:
     shutil.rmtree(work, ignore_errors=True)

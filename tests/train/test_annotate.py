@@ -51,11 +51,17 @@ def outputs(out: str):
 def test_every_sampled_document_once_through_faults(tmp_path, server):
   corpus = str(tmp_path / "corpus")
   rows = annotate_corpus.write(corpus, per_shard=100, shards=3, broken=2)
+  with open(os.path.join(corpus, "garbage.jsonl.gz"), "wb") as f:
+    f.write(b"not gzip at all")  # a shard that cannot be read: said once, in no sample
   s = server(rate=0.1, slow_seconds=1.0, unreadable_every=37, flaky_every=41, model="test-llm")
   out = str(tmp_path / "out")
   assert annotate(corpus, out, s.url, 300, "--concurrency", "8") == 0
 
   annotated, errors = outputs(out)
+  shard_errors = [e for e in errors if e["row"] is None]
+  assert [(os.path.basename(e["source"]), e["reason"].split(":")[0]) for e in shard_errors] == \
+      [("garbage.jsonl.gz", "unreadable_shard")]
+  errors = [e for e in errors if e["row"] is not None]
   expected = sampling.draw(sampling.expand([os.path.join(corpus, "*")]), 300, 0)
   sampled = {(source, row) for _, source, row in expected.rows}
   assert len(sampled) == 300
@@ -93,7 +99,7 @@ def test_every_sampled_document_once_through_faults(tmp_path, server):
   before = sum(s.requests.values())
   assert annotate(corpus, out, s.url, 300) == 0
   assert sum(s.requests.values()) == before
-  assert outputs(out) == (annotated, errors)
+  assert outputs(out) == (annotated, shard_errors + errors)
 
 
 def test_sample_is_reproducible_and_a_larger_one_extends_it(tmp_path):
@@ -170,3 +176,31 @@ def test_train_run_reads_the_annotations_as_is(tmp_path, server, encoder_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((model / "data_report.json").read_text())
   assert report["train"] + report["eval"] == len(annotated) and report["bad"] == 0
+
+
+def test_sigterm_writes_every_answer_received(tmp_path, server):
+  import signal
+  import subprocess
+  import sys
+  import time
+  corpus = str(tmp_path / "corpus")
+  rows = annotate_corpus.write(corpus, per_shard=100, shards=2, broken=0)
+  s = server(latency=0.05)
+  out = str(tmp_path / "out")
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.Popen([sys.executable, "-m", "train.annotate", "--input", os.path.join(corpus, "*"),
+                           "--output", out, "--endpoint", s.url, "--llm", "test-llm", "--sample", "200",
+                           "--concurrency", "4", "--flush_every", "1000", "--flush_seconds", "60"],
+                          cwd=repo, env={**os.environ, "PYTHONPATH": repo}, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 60
+  while sum(s.answered.values()) < 40 and time.monotonic() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 1 and "interrupted after" in stderr
+  finished = {rows[pair] for pair in store.finished(out)}
+  # Nothing had been written (flush_every 1000, 60 s): every answer in hand is written now;
+  # only the requests cut in flight (at most --concurrency) were answered and not kept.
+  assert len(finished) >= 40
+  assert len([n for n in s.answered if n not in finished]) <= 4
+  assert json.loads(open(os.path.join(out, "stats.json")).read())["complete"] is False

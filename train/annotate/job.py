@@ -196,9 +196,9 @@ def run(config: AnnotateConfig) -> dict:
   if config.api_key_env != "OPENAI_API_KEY" and api_key is None:
     raise ValueError(f"--api_key_env {config.api_key_env}: that variable is not set")
   prompt = prompts.load(config.prompt)
+  sources = sampling.expand(config.input)  # before claiming: a glob that matches nothing is fixed freely
   record = store.settings(config, prompt.sha256)
   store.claim(config.output, record)
-  sources = sampling.expand(config.input)
   started = time.monotonic()
   sample = sampling.draw(sources, config.sample, config.seed)
   log.info("annotate: sampled %s of %s rows in %s shards in %.1fs", f"{len(sample.rows):,}",

@@ -29,6 +29,7 @@ def test_endpoint_down_fails_the_run_and_a_rerun_finishes(tmp_path, corpus, serv
   assert not errors  # an endpoint failure never lands a document in errors/
   stats = json.loads(open(os.path.join(out, "stats.json")).read())
   assert not stats["complete"] and stats["errored"] == 0
+  assert stats["this_run"]["requests"] >= stats["this_run"]["faults"]["500"] >= 4  # a failed run says what it did
   s.faults.rate = 0.0  # the endpoint recovers
   assert annotate(corpus, out, s.url, 60) == 0
   annotated, errors = outputs(out)

@@ -162,7 +162,9 @@ class _Run:
             "tokens": {"prompt": self.tokens_in, "completion": self.tokens_out}}
 
 
-async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: str | None) -> dict:
+async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: str | None,
+                    summary: dict) -> None:
+  """Asks for every document of `todo`; `summary` receives what this run did, failed or not."""
   main = asyncio.current_task()
   loop = asyncio.get_running_loop()
   for sig in (signal.SIGTERM, signal.SIGINT):
@@ -187,7 +189,7 @@ async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: s
       reporter.cancel()
       await parts.close(flusher)
       log.info("annotate: %s", run.progress())
-  return run.summary()
+      summary.update(run.summary())
 
 
 def run(config: AnnotateConfig) -> dict:
@@ -214,10 +216,10 @@ def run(config: AnnotateConfig) -> dict:
   total = sum(len(rows) for rows in todo.values())
   log.info("annotate: %s sampled documents already done, %s to ask %s at concurrency %d",
            f"{len(sample.rows) - total:,}", f"{total:,}", config.llm, config.concurrency)
-  this_run = {}
+  this_run: dict = {}
   try:
     if total:
-      this_run = asyncio.run(_annotate(config, prompt, todo, total, api_key))
+      asyncio.run(_annotate(config, prompt, todo, total, api_key, this_run))
   finally:
     stats = store.summarize(config.output, sample, record, this_run)
   return stats

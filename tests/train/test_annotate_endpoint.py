@@ -50,7 +50,8 @@ def test_requests_per_minute_spaces_requests(tmp_path, corpus, server):
                   "--requests_per_minute", "600") == 0
   times = sorted(t for ts in s.times.values() for t in ts)
   assert len(times) == 11 and times[-1] - times[0] >= 0.95  # 10 gaps of 0.1 s
-  assert min(b - a for a, b in zip(times, times[1:])) >= 0.08
+  # No burst: the client spaces its sends 0.1 s apart; arrivals jitter with the machine's load.
+  assert max(sum(1 for t in times if a <= t < a + 0.5) for a in times) <= 6
   assert time.monotonic() - started < 10
 
 

@@ -110,3 +110,21 @@ def test_a_model_the_endpoint_does_not_serve_is_refused(tmp_path, corpus, server
     assert annotate(corpus, str(tmp_path / "out"), s.url, 5) == 2
   assert "HTTP 404" in caplog.text and "--llm 'test-llm'" in caplog.text
   assert 1 <= s.refused <= 5  # once per document at most: retrying cannot mend it
+
+
+def test_a_pause_does_not_end_in_a_burst():
+  import asyncio
+
+  from train.annotate.client import RateLimit
+
+  async def go():
+    limit = RateLimit(requests_per_minute=600)  # a slot every 0.1 s
+    limit.pause(0.3)  # a Retry-After
+    started = time.monotonic()
+
+    async def one():
+      await limit.acquire()
+      return time.monotonic() - started
+    return sorted(await asyncio.gather(*(one() for _ in range(4))))
+  times = asyncio.run(go())
+  assert times[0] >= 0.29 and all(b - a >= 0.08 for a, b in zip(times, times[1:])), times

@@ -69,12 +69,19 @@ class RateLimit:
     self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
   async def acquire(self) -> None:
-    async with self._lock:
-      start = max(time.monotonic(), self._next)
-      self._next = start + self._interval
-    while (wait := max(start, self._paused_until) - time.monotonic()) > 0:
-      await asyncio.sleep(wait)
-      start = 0.0
+    while True:
+      async with self._lock:
+        now = time.monotonic()
+        paused = self._paused_until - now
+        if paused <= 0:  # a slot; after a pause, slots are handed out again one interval apart
+          start = max(now, self._next)
+          self._next = start + self._interval
+      if paused > 0:
+        await asyncio.sleep(paused)
+        continue
+      if start > now:
+        await asyncio.sleep(start - now)
+      return
 
 
 def retry_after(value: str | None) -> float | None:

@@ -34,6 +34,12 @@ class _Parts:
     self.annotated: list[dict] = []
     self.errors: list[dict] = []
     self.full = asyncio.Event()
+    # Set while the buffer has room: a worker waits for it before asking, so that a writer
+    # slower than the answers holds the run back instead of letting unwritten answers pile
+    # up. A crash costs at most 2 x (flush_every + concurrency) answers: the part being
+    # written and the one filling.
+    self.room = asyncio.Event()
+    self.room.set()
     self.closing = False
     self.written = 0  # documents in parts written by this run
 
@@ -41,11 +47,13 @@ class _Parts:
     (self.annotated if kind == "annotated" else self.errors).append(row)
     if len(self.annotated) + len(self.errors) >= self.flush_every:
       self.full.set()
+      self.room.clear()
 
   def _take(self):
     annotated, errors = self.annotated, self.errors
     self.annotated, self.errors = [], []
     self.full.clear()
+    self.room.set()
     self.seq += 1
     return f"part-{self.run}-{self.seq - 1:05d}", annotated, errors
 
@@ -104,7 +112,10 @@ class _Run:
       await queue.put(_DONE)
 
   async def work(self, queue: asyncio.Queue) -> None:
-    while (item := await queue.get()) is not _DONE:
+    while True:
+      await self.parts.room.wait()
+      if (item := await queue.get()) is _DONE:
+        return
       if isinstance(item, Rejected):
         self.parts.add("error", {"source": item.source, "row": item.row, "reason": item.reason, "raw": item.raw})
       else:

@@ -128,3 +128,31 @@ def test_a_pause_does_not_end_in_a_burst():
     return sorted(await asyncio.gather(*(one() for _ in range(4))))
   times = asyncio.run(go())
   assert times[0] >= 0.29 and all(b - a >= 0.08 for a, b in zip(times, times[1:])), times
+
+
+@pytest.mark.parametrize("answer, score", [
+    ("The page teaches fractions.\nEducational score: 3", 3),
+    ("**Score:** 4", 4), ("**Score**: 4", 4), ("Educational Score: **5**", 5),
+    ("점수: 2", 2), ("교육 점수：5점", 5), ("score = 5.", 5), ("Educational score: <1>", 1),
+    ("Score: 4/5", 4), ("Educational score:  0\n", 0),
+    ("I first thought score: 2, but on reflection... Educational score: 4", 4),  # the last one
+    ("Educational score: 3 ... Educational score: 10", None),  # the last is off the scale
+    ("score: 3.5", None), ("score: 6", None), ("A fine page.", None), (None, None),
+])
+def test_the_last_stated_score_is_read(answer, score):
+  from train.annotate.prompt import parse_score
+  assert parse_score(answer) == score
+
+
+def test_a_prompt_without_one_text_placeholder_is_refused(tmp_path, corpus, server, caplog):
+  s = server()
+  prompt = tmp_path / "prompt.txt"
+  prompt.write_text("Rate this page from 0 to 5.")
+  with caplog.at_level(logging.ERROR):
+    assert annotate(corpus, str(tmp_path / "out"), s.url, 5, "--prompt", str(prompt)) == 2
+  assert "{text} exactly once" in caplog.text and not os.path.exists(tmp_path / "out")
+  from train.annotate import prompt as prompts
+  packaged = prompts.load(None)
+  assert "Educational score: <total points>" in packaged.template
+  assert packaged.render("[doc 7] 가나다", 2000).rstrip().endswith('"Educational score: <total points>"')
+  assert packaged.template.index("{text}") > len(packaged.template) // 2  # the rubric is a shared prefix

@@ -16,6 +16,7 @@ Two passes over the shards, both with the scoring pipeline's reader and bounds:
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -82,20 +83,34 @@ def draw(sources: list[str], n: int, seed: int, max_record_bytes: int = MAX_RECO
          threads: int = READ_THREADS) -> Sample:
   best: list[tuple[int, str, int]] = []  # max-heap by key over (-key, source, row)
   unreadable, total = [], 0
-  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    for source, (smallest, rows, broken) in zip(
-        sources, pool.map(lambda s: _shard_smallest(s, n, seed, max_record_bytes), sources)):
-      total += rows
-      if broken is not None:
-        unreadable.append(broken)
-      for k, row in smallest:
-        entry = (-k, source, row)
-        if len(best) < n:
-          heapq.heappush(best, entry)
-        elif entry > best[0]:
-          heapq.heapreplace(best, entry)
+  for source, (smallest, rows, broken) in _windowed(
+      lambda s: _shard_smallest(s, n, seed, max_record_bytes), sources, threads):
+    total += rows
+    if broken is not None:
+      unreadable.append(broken)
+    for k, row in smallest:  # merged into the n smallest of all shards so far
+      entry = (-k, source, row)
+      if len(best) < n:
+        heapq.heappush(best, entry)
+      elif entry > best[0]:
+        heapq.heapreplace(best, entry)
   rows = sorted((-k, source, row) for k, source, row in best)
   return Sample(rows, unreadable, len(sources), total)
+
+
+def _windowed(fn, items: list, threads: int):
+  """(item, fn(item)) in order, at most 2 x threads computed ahead: Executor.map would run every
+  shard at once and hold each result until the slowest shard before it is done."""
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    ahead = collections.deque()
+    for item in items:
+      ahead.append((item, pool.submit(fn, item)))
+      if len(ahead) >= 2 * threads:
+        first, future = ahead.popleft()
+        yield first, future.result()
+    while ahead:
+      first, future = ahead.popleft()
+      yield first, future.result()
 
 
 class ShardChanged(RuntimeError):

@@ -16,6 +16,7 @@ duplicate, since each document is in exactly one of them.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import time
 import uuid
@@ -27,6 +28,7 @@ from pipeline import io
 from train.annotate.config import FIXED
 
 ANNOTATIONS, ERRORS, RUN, STATS = "annotations", "errors", "_run.json", "stats.json"
+READ_THREADS = 16  # parts read at once when a run starts (what is finished) and ends (stats)
 SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("text", pa.string()),
     ("score", pa.int64()), ("answer", pa.string()), ("llm", pa.string()),
@@ -85,16 +87,24 @@ def _read_parquet(path: str, columns: list[str]) -> pa.Table:
   return io.retrying(lambda: pq.read_table(fs.open(target, "rb"), columns=columns), f"reading {path}")
 
 
+def _each(read, paths: list[str]):
+  """read(path) for every part, READ_THREADS at a time: 2,000 parts of a 500k run on an object
+  store are 2,000 round trips, a minute and a half one after the other."""
+  with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+    yield from pool.map(read, paths)
+
+
 def _annotation_tables(output: str, columns: list[str]):
   directory = io.join(output, ANNOTATIONS)
-  for name in io.list_names(directory, ".parquet"):
-    yield _read_parquet(io.join(directory, name), columns)
+  paths = [io.join(directory, name) for name in io.list_names(directory, ".parquet")]
+  yield from _each(lambda path: _read_parquet(path, columns), paths)
 
 
 def _error_lines(output: str):
   directory = io.join(output, ERRORS)
-  for name in io.list_names(directory, ".jsonl"):
-    for line in io.read_bytes(io.join(directory, name)).splitlines():
+  paths = [io.join(directory, name) for name in io.list_names(directory, ".jsonl")]
+  for data in _each(io.read_bytes, paths):
+    for line in data.splitlines():
       yield json.loads(line)
 
 

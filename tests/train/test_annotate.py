@@ -94,6 +94,7 @@ def test_every_sampled_document_once_through_faults(tmp_path, server):
   assert [stats["score_histogram"][str(i)] for i in range(6)] == histogram
   assert stats["tokens"]["prompt"] >= sum(r["prompt_tokens"] for r in annotated)
   assert stats["this_run"]["requests"] == sum(s.requests.values())
+  assert stats["this_run"]["settings"]["concurrency"] == 8 and stats["settings"]["llm"] == "test-llm"
 
   # A rerun of a finished run asks nothing and changes nothing.
   before, written = sum(s.requests.values()), outputs(out)

@@ -4,11 +4,14 @@ on a remote endpoint, so --concurrency requests in flight cost one thread (docs/
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import time
 from typing import Iterator
+
+import yarl
 
 from pipeline.records import Document, Rejected
 from train.annotate import client, prompt as prompts, sample as sampling, store
@@ -227,7 +230,10 @@ def run(config: AnnotateConfig) -> dict:
   total = sum(len(rows) for rows in todo.values())
   log.info("annotate: %s sampled documents already done, %s to ask %s at concurrency %d",
            f"{len(sample.rows) - total:,}", f"{total:,}", config.llm, config.concurrency)
-  this_run: dict = {}
+  # Every setting of this invocation (those that may change between runs included); an
+  # endpoint URL's user and password, if it has them, stay out.
+  this_run: dict = {"settings": {**dataclasses.asdict(config), "input": list(config.input),
+                                 "endpoint": str(yarl.URL(config.endpoint).with_user(None))}}
   try:
     if total:
       asyncio.run(_annotate(config, prompt, todo, total, api_key, this_run))

@@ -9,9 +9,8 @@ import logging
 import os
 import signal
 import time
+import urllib.parse
 from typing import Iterator
-
-import yarl
 
 from pipeline.records import Document, Rejected
 from train.annotate import client, prompt as prompts, sample as sampling, store
@@ -206,6 +205,11 @@ async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: s
       summary.update(run.summary())
 
 
+def _without_user(url: str) -> str:
+  parts = urllib.parse.urlsplit(url)
+  return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+
 def run(config: AnnotateConfig) -> dict:
   """Annotates what the output does not hold yet; returns stats.json's contents."""
   api_key = os.environ.get(config.api_key_env)
@@ -233,7 +237,7 @@ def run(config: AnnotateConfig) -> dict:
   # Every setting of this invocation (those that may change between runs included); an
   # endpoint URL's user and password, if it has them, stay out.
   this_run: dict = {"settings": {**dataclasses.asdict(config), "input": list(config.input),
-                                 "endpoint": str(yarl.URL(config.endpoint).with_user(None))}}
+                                 "endpoint": _without_user(config.endpoint)}}
   try:
     if total:
       asyncio.run(_annotate(config, prompt, todo, total, api_key, this_run))

@@ -13,7 +13,7 @@ from tests.train.chat_server import ChatServer, Faults, expected_score
 from train.annotate import sample as sampling, store
 from train.annotate.__main__ import main
 
-FAST = ["--backoff_seconds", "0.01", "--max_backoff_seconds", "0.05", "--timeout_seconds", "0.5",
+FAST = ["--backoff_seconds", "0.01", "--max_backoff_seconds", "0.05", "--timeout_seconds", "1",
         "--flush_every", "40", "--flush_seconds", "0.2", "--progress_seconds", "5"]
 
 
@@ -53,7 +53,7 @@ def test_every_sampled_document_once_through_faults(tmp_path, server):
   rows = annotate_corpus.write(corpus, per_shard=100, shards=3, broken=2)
   with open(os.path.join(corpus, "garbage.jsonl.gz"), "wb") as f:
     f.write(b"not gzip at all")  # a shard that cannot be read: said once, in no sample
-  s = server(rate=0.1, slow_seconds=1.0, unreadable_every=37, flaky_every=41, model="test-llm")
+  s = server(rate=0.1, slow_seconds=1.5, unreadable_every=37, flaky_every=41, model="test-llm")
   out = str(tmp_path / "out")
   assert annotate(corpus, out, s.url, 300, "--concurrency", "8") == 0
 
@@ -125,7 +125,7 @@ def test_killed_run_resumes_without_asking_again(tmp_path, server):
   import time
   corpus = str(tmp_path / "corpus")
   rows = annotate_corpus.write(corpus, per_shard=100, shards=3, broken=0)
-  s = server(rate=0.1, slow_seconds=1.0, latency=0.04)
+  s = server(rate=0.1, slow_seconds=1.5, latency=0.04)
   out = str(tmp_path / "out")
   args = ["--input", os.path.join(corpus, "*"), "--output", out, "--endpoint", s.url, "--llm", "test-llm",
           "--sample", "300", "--concurrency", "4", *FAST, "--flush_every", "20"]

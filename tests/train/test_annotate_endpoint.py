@@ -157,3 +157,11 @@ def test_a_prompt_without_one_text_placeholder_is_refused(tmp_path, corpus, serv
   assert "Educational score: <total points>" in packaged.template
   assert packaged.render("[doc 7] 가나다", 2000).rstrip().endswith('"Educational score: <total points>"')
   assert packaged.template.index("{text}") > len(packaged.template) // 2  # the rubric is a shared prefix
+
+
+def test_a_glob_that_matches_nothing_is_refused_and_claims_nothing(tmp_path, server, caplog):
+  s = server()
+  out = tmp_path / "out"
+  with caplog.at_level(logging.ERROR):
+    assert annotate(str(tmp_path / "nowhere"), str(out), s.url, 5) == 2
+  assert "matches no file" in caplog.text and not out.exists()  # a corrected --input is not refused

@@ -52,16 +52,16 @@ def main(argv=None) -> int:
     p.error(str(err))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   logging.getLogger("aiohttp").setLevel(logging.WARNING)
-  from pipeline import io
-  from train.annotate import client, job, sample, store
+  from pipeline import faults
+  from train.annotate import job
   try:
     stats = job.run(config)
-  except (ValueError, FileNotFoundError, store.SettingsRefused, client.EndpointRefused) as err:
-    logging.error("%s", err)  # the user's to fix; a traceback would bury the message
-    return 2
-  except (client.EndpointFailed, job.Interrupted, sample.ShardChanged, io.StorageError) as err:
-    logging.error("%s", err)
-    return 1
+  except Exception as err:  # the taxonomy decides: exit 2 the user's to fix, 1 rerun to finish
+    code = faults.exit_code(err)
+    if not isinstance(err, (faults.Fault, ValueError, FileNotFoundError)):
+      raise  # a bug: its traceback is the message
+    logging.error("%s", err)  # a traceback would bury the message
+    return code
   if not stats["complete"]:  # every sampled document should be in a part by now
     logging.error("%s: %s of %s sampled documents are in no part; rerun the same command",
                   config.output, f"{stats['sampled'] - stats['annotated'] - stats['errored']:,}", f"{stats['sampled']:,}")

@@ -20,17 +20,20 @@ import time
 
 import aiohttp
 
+from pipeline import faults
+
 log = logging.getLogger("koedu.annotate")
 RETRYABLE_STATUS = {408, 409, 425, 429}  # and every 5xx
 BODY_CHARS = 300  # of an error response quoted in a message
 
 
-class EndpointFailed(RuntimeError):
-  """The endpoint failed a request after every retry: rerun to finish."""
+class EndpointFailed(faults.EndpointFault):
+  """The endpoint failed a request after every retry: rerun to finish (exit 1)."""
 
 
-class EndpointRefused(RuntimeError):
-  """The endpoint refused a request in a way retrying cannot mend (4xx): fix the setting it names."""
+class EndpointRefused(faults.UsageError):
+  """The endpoint refused a request in a way retrying cannot mend (4xx): fix the setting it names
+  (exit 2)."""
 
 
 class _Transient(Exception):

@@ -12,6 +12,7 @@ import time
 import urllib.parse
 from typing import Iterator
 
+from pipeline import faults
 from pipeline.records import Document, Rejected
 from train.annotate import client, prompt as prompts, sample as sampling, store
 from train.annotate.config import AnnotateConfig
@@ -21,8 +22,12 @@ READ_BATCH = 256  # documents read per hop to the reading thread
 _DONE = object()
 
 
-class Interrupted(RuntimeError):
-  """SIGTERM or SIGINT: what was answered is written; a rerun finishes."""
+# Not one of scoring's record codes (pipeline/faults.py): only annotation asks an LLM.
+UNREADABLE_ANSWER = "unreadable_answer"
+
+
+class Interrupted(faults.MachineFault):
+  """SIGTERM or SIGINT: what was answered is written; a rerun finishes (exit 1)."""
 
 
 class _Parts:
@@ -141,7 +146,7 @@ class _Run:
       self.unreadable += 1
       self.parts.add("error", {
           "source": doc.source, "row": doc.row, "raw": answer.text[:10_000],
-          "reason": f"unreadable_answer: no 'score: N' (N in 0-5) in 2 answers; finish_reason "
+          "reason": f"{UNREADABLE_ANSWER}: no 'score: N' (N in 0-5) in 2 answers; finish_reason "
                     f"{answer.finish_reason}", "prompt_tokens": spent_in, "completion_tokens": spent_out})
       return
     self.annotated += 1
@@ -214,7 +219,7 @@ def run(config: AnnotateConfig) -> dict:
   """Annotates what the output does not hold yet; returns stats.json's contents."""
   api_key = os.environ.get(config.api_key_env)
   if config.api_key_env != "OPENAI_API_KEY" and api_key is None:
-    raise ValueError(f"--api_key_env {config.api_key_env}: that variable is not set")
+    raise faults.UsageError(f"--api_key_env {config.api_key_env}: that variable is not set")
   prompt = prompts.load(config.prompt)
   sources = sampling.expand(config.input)  # before claiming: a glob that matches nothing is fixed freely
   record = store.settings(config, prompt.sha256)

@@ -36,18 +36,19 @@ class Prompt:
 
 
 def load(path: str | None) -> Prompt:
-  """The prompt file, or the packaged rubric. ValueError if it has no single {text}."""
+  """The prompt file, or the packaged rubric. UsageError if it has no single {text}."""
   if path is None:
     data = importlib.resources.files("train.annotate").joinpath("prompts", DEFAULT).read_bytes()
   else:
     from pipeline import io
     data = io.read_bytes(path)
+  from pipeline.faults import UsageError
   try:
     template = data.decode("utf-8")
   except UnicodeDecodeError as err:
-    raise ValueError(f"--prompt {path}: not UTF-8 ({err})") from None
+    raise UsageError(f"--prompt {path}: not UTF-8 ({err})") from None
   if template.count(PLACEHOLDER) != 1:
-    raise ValueError(f"--prompt {path or DEFAULT}: must hold {PLACEHOLDER} exactly once, where the "
+    raise UsageError(f"--prompt {path or DEFAULT}: must hold {PLACEHOLDER} exactly once, where the "
                      f"document goes; it holds it {template.count(PLACEHOLDER)} times")
   return Prompt(template, hashlib.sha256(data).hexdigest())
 

@@ -23,7 +23,7 @@ import hashlib
 import heapq
 from typing import Iterator
 
-from pipeline import io, records, shards
+from pipeline import faults, io, records, shards
 from pipeline.records import Document, Rejected
 
 MAX_RECORD_BYTES = 16 << 20  # as scoring's and training's default: a larger record is a bad row
@@ -58,7 +58,7 @@ def expand(patterns) -> list[str]:
   for pattern in patterns:
     matched = [source for source, _ in io.match(pattern)]
     if not matched:
-      raise FileNotFoundError(f"--input {pattern!r} matches no file")
+      raise faults.NoInput(f"--input {pattern!r} matches no file")
     found.update(matched)
   return sorted(found)
 
@@ -113,8 +113,9 @@ def _windowed(fn, items: list, threads: int):
       yield first, future.result()
 
 
-class ShardChanged(RuntimeError):
-  """A shard held fewer rows on the second pass than on the first: it changed during the run."""
+class ShardChanged(faults.StorageFault):
+  """A shard held fewer rows on the second pass than on the first: it changed during the run
+  (the storage's doing, not a record's; a rerun samples what is there then)."""
 
 
 def documents(source: str, rows: list[int], text_field: str, id_field: str,

@@ -24,7 +24,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io
+from pipeline import faults, io
 from train.annotate.config import FIXED
 
 ANNOTATIONS, ERRORS, RUN, STATS = "annotations", "errors", "_run.json", "stats.json"
@@ -36,7 +36,7 @@ SCHEMA = pa.schema([
 ])
 
 
-class SettingsRefused(ValueError):
+class SettingsRefused(faults.UsageError):
   """A rerun into an output made with other settings: names the setting."""
 
 

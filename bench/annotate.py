@@ -1,4 +1,4 @@
-"""train.annotate against the test chat server (tests/train/chat_server.py) in its own process.
+"""train.annotate against the test chat server (bench/chat_server.py) in its own process.
 
   python -m bench.annotate faults [--documents 10000]   # 10% faults, SIGKILL midway, resume: exact accounting
   python -m bench.annotate rate [--documents 3000]      # requests/s at concurrency 1, 16, 64
@@ -36,7 +36,7 @@ class Server:
   """The chat server as a separate process, so that its CPU is not the client's."""
 
   def __init__(self, **faults):
-    self.proc = subprocess.Popen([sys.executable, "-m", "tests.train.chat_server", "--faults", json.dumps(faults)],
+    self.proc = subprocess.Popen([sys.executable, "-m", "bench.chat_server", "--faults", json.dumps(faults)],
                                  cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
     self.url = self.proc.stdout.readline().strip()
     self.base = self.url[:-len("/v1")]
@@ -61,7 +61,7 @@ def command(corpus: str, out: str, url: str, sample: int, *extra: str) -> list[s
 
 
 def corpus(directory: str, documents: int) -> dict:
-  from tests.train import annotate_corpus
+  from bench import annotate_corpus
   shards = 10
   return annotate_corpus.write(directory, per_shard=documents * 11 // 10 // shards, shards=shards, broken=5)
 
@@ -71,7 +71,7 @@ def accounting(out: str, sample, rows: dict, finished: set, at_kill: dict, after
   import collections
 
   import pyarrow.parquet as pq
-  from tests.train.chat_server import expected_score
+  from bench.chat_server import expected_score
   annotated, errors = [], []
   for name in os.listdir(os.path.join(out, "annotations")):
     annotated += pq.read_table(os.path.join(out, "annotations", name)).to_pylist()
@@ -164,7 +164,7 @@ def sampling_cost(documents: int, work: str) -> dict:
   import pyarrow as pa
   import pyarrow.parquet as pq
   import zstandard
-  from tests.checkpoints import korean_sentences
+  from model.random_checkpoint import korean_sentences
   from train.annotate import sample as sampling
   texts = [" ".join(korean_sentences(12, seed=i)) for i in range(200)]
   results = {}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.train import annotate_corpus
+from bench import annotate_corpus
 from tests.train.test_annotate import annotate, outputs, server  # noqa: F401 (fixture)
 
 

@@ -14,7 +14,7 @@ answer, an answer slower than the client's timeout, a 200 whose body is not JSON
 answers are a rule of the document, not a draw: N % unreadable_every == 0 always answers
 without a score, N % flaky_every == 0 does so in its first answer only.
 
-    python -m tests.train.chat_server --faults '{"rate": 0.1}'   # prints its base URL, serves until killed
+    python -m bench.chat_server --faults '{"rate": 0.1}'   # prints its base URL, serves until killed
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.checkpoints import korean_sentences
+from model.random_checkpoint import korean_sentences
 
 BROKEN = ("{broken json", '{"text": null}', '["not", "an", "object"]')
 

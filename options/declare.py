@@ -118,6 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser, entry: str, *, beam: bool = F
 
 
 def _add(target, parser, o: Option, entry: str, beam: bool, environ) -> None:
+  if passes_on(o, entry):  # its default is the job's, resolved there: the launcher imports neither
+    target.add_argument(o.flag, dest=o.name, default=None, help=o.help, metavar=o.metavar or o.name.upper())
+    return
   help = o.help + (f" (default: {o.shown_default()})" if o.shown_default() else "")
   if o.action == "positional":
     target.add_argument(o.name, type=o.type, help=help, metavar=o.metavar)
@@ -131,9 +134,6 @@ def _add(target, parser, o: Option, entry: str, beam: bool, environ) -> None:
     group.add_argument(o.flag, dest=o.name, action="store_true", help=help)
     group.add_argument(f"--no_{o.name}", dest=o.name, action="store_false")
     parser.set_defaults(**{o.name: resolve(o.default)})
-    return
-  if passes_on(o, entry):
-    target.add_argument(o.flag, dest=o.name, default=None, help=o.help, metavar=o.metavar or o.name.upper())
     return
   choices = resolve(o.choices)
   target.add_argument(o.flag, dest=o.name, type=o.type, default=o.default_value(environ),

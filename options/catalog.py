@@ -167,8 +167,8 @@ CLOUD = [
            env="KOEDU_TPU_TOPOLOGY"),
     Option("accelerator", "GPU workers instead of TPUs: nvidia-l4, nvidia-tesla-a100 (A100 40GB), "
            "nvidia-a100-80gb or nvidia-h100-80gb (docs/operations.md).", LAUNCH[:4], env="KOEDU_ACCELERATOR"),
-    Option("gpus", "GPUs per worker with --accelerator: 1, 2, 4 or 8 (16 for nvidia-tesla-a100).",
-           LAUNCH[:4], default="1", env="KOEDU_GPUS"),
+    Option("gpus", "GPUs per worker with --accelerator: 1 (unset, unless --machine_type says), 2, 4 or 8 "
+           "(16 for nvidia-tesla-a100).", LAUNCH[:4], env="KOEDU_GPUS"),
     Option("machine_type", "With --accelerator: another machine type of the GPU's series with that "
            "many GPUs (e.g. g2-standard-16 for more vCPUs beside one L4).", DATAFLOW, env="KOEDU_MACHINE_TYPE"),
     Option("num_workers", "Workers at start.", DATAFLOW, default="1", env="KOEDU_NUM_WORKERS"),

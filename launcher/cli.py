@@ -82,7 +82,7 @@ def require(args, *names: str) -> None:
       raise Usage(f"missing --{name}{_env(name, 'or set')}")
 
 
-def check(verb: str, args, extra: list[str], environ) -> None:
+def check(verb: str, args) -> None:
   """Fills in derived settings (args.shape, args.image, ...), or raises Usage."""
   for name, value in vars(args).items():
     if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f]", value):
@@ -163,13 +163,10 @@ def main(argv: list[str] | None = None, environ=None) -> int:
     return 0 if argv else 2
   try:
     verb, args, extra = parse(argv, environ)
-    check(verb, args, extra, environ)
+    check(verb, args)
     plan = getattr(verbs, verb)(args, extra, environ)  # checks the rest; runs nothing yet
     plan(Shell(args.dry_run))
-  except Usage as err:
-    note(str(err))
-    return 2
-  except shapes.Refused as err:
+  except (Usage, shapes.Refused) as err:
     note(str(err))
     return 2
   except subprocess.CalledProcessError as err:

@@ -148,8 +148,9 @@ def parser(entry: str, doc: str | None = None, **kwargs) -> argparse.ArgumentPar
   return add_arguments(p, entry)
 
 
-def beam_options(entry: str):
-  """A PipelineOptions subclass holding `entry`'s options (one per process: see the package doc)."""
+def beam_options(entry: str, name: str, module: str):
+  """A PipelineOptions subclass holding `entry`'s options (one per process: see the package doc),
+  named `module.name`, where the caller assigns it, so that pickle finds it by reference."""
   from apache_beam.options.pipeline_options import PipelineOptions
 
   class Options(PipelineOptions):
@@ -157,5 +158,6 @@ def beam_options(entry: str):
     def _add_argparse_args(cls, parser):
       add_arguments(parser, entry, beam=True)
 
-  Options.__qualname__ = Options.__name__ = "".join(p.title() for p in entry.replace(".", "_").split("_")) + "Options"
+  Options.__qualname__ = Options.__name__ = name
+  Options.__module__ = module
   return Options

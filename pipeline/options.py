@@ -101,7 +101,7 @@ class ScoringConfig:
 
 
 # koedu's options as Beam parses them, from the declarations.
-ScoringOptions = declarations.beam_options("pipeline.run")
+ScoringOptions = declarations.beam_options("pipeline.run", "ScoringOptions", __name__)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def test_image_cloud_build_passes_the_target_and_build_args(env, shape, target, 
   subs = dict(item.split("=", 1) for item in r.flags["--substitutions"][3:].split(";"))
   assert subs == {"_IMAGE": IMAGE, "_TARGET": target, **{f"_{k}": v for k, v in args.items()}}
   # What Cloud Build runs: cloudbuild.yaml's docker build with these substitutions.
-  import yaml
+  yaml = pytest.importorskip("yaml")
   config = yaml.safe_load((REPO / "templates" / "cloudbuild.yaml").read_text())
   (step,) = config["steps"]
   values = {**config["substitutions"], **subs}
@@ -157,7 +157,7 @@ def test_schedule_argument_fits_the_workflow_and_the_template(env):
   metadata = json.loads((REPO / "templates" / "koedu_score_metadata.json").read_text())
   assert set(argument["parameters"]) <= {p["name"] for p in metadata["parameters"]}
   assert all(isinstance(v, str) for v in argument["parameters"].values()), "template parameters are strings"
-  import yaml
+  yaml = pytest.importorskip("yaml")
   workflow = yaml.safe_load((REPO / "templates" / "score_workflow.yaml").read_text())
   steps = {name: step for entry in workflow["main"]["steps"] for name, step in entry.items()}
   launch_step = steps["launch_job"]["try"]
@@ -177,7 +177,7 @@ def test_schedule_with_gpu_workers(env):
   assert environment["additionalExperiments"] == [
       "worker_accelerator=type:nvidia-l4;count:2;install-nvidia-driver", "no_use_multiple_sdk_containers"]
   assert argument["template"] == "gs://bkt/templates/koedu-score-nvidia-l4-2.json"
-  assert ":cuda12-" in environment["sdkContainerImage"] or environment["sdkContainerImage"] == IMAGE
+  assert environment["sdkContainerImage"] == IMAGE
 
 
 def test_schedule_waits_and_retries_with_defaults(env):

@@ -80,20 +80,22 @@ SCORING = [
 # Where a process keeps what it can compute again. Unset: the environment variable (kept for
 # compatibility; a worker image sets it, e.g. the kernel cache), else ~/.cache/koedu/...
 # (model/caches.py resolves them where they are used: on the workers, not the launcher).
+# train.run reads the variables only: its parser's namespace is exactly a TrainConfig, whose
+# fields are training's to add.
 CACHES = [
     Option("model_cache_dir", "Where workers keep models fetched from gs:// or the hub (default "
-           "~/.cache/koedu/models).", (SCORE, TRAIN), template=Template("Model cache directory")),
+           "~/.cache/koedu/models).", (SCORE,), template=Template("Model cache directory")),
     Option("compilation_cache_dir", "JAX persistent compilation cache, so reruns compile nothing "
            "(default ~/.cache/koedu/jax; 'none' to disable).", (SCORE,),
            template=Template("JAX compilation cache")),
     Option("checksum_cache_dir", "Checksums of local model files, remembered so a rerun does not "
            "hash gigabytes again (default $KOEDU_CHECKSUM_CACHE, else ~/.cache/koedu/checksums).",
-           (SCORE, TRAIN)),
+           (SCORE,)),
     Option("tokenizer_cache_dir", "Tokenizers as transformers builds them, kept so a worker need not "
            "import transformers (default $KOEDU_TOKENIZER_CACHE, else ~/.cache/koedu/tokenizers).",
-           (SCORE, TRAIN)),
+           (SCORE,)),
     Option("kernel_cache_dir", "The fused CPU attention kernel, compiled on first use (default "
-           "$KOEDU_KERNEL_CACHE, which the CPU image sets, else ~/.cache/koedu/kernels).", (SCORE, TRAIN)),
+           "$KOEDU_KERNEL_CACHE, which the CPU image sets, else ~/.cache/koedu/kernels).", (SCORE,)),
 ]
 
 TRAINING = [

@@ -12,10 +12,6 @@ import sys
 
 import options
 
-# cache options -> model/caches.py kinds: applied here, not TrainConfig settings
-CACHES = {"model_cache_dir": "models", "checksum_cache_dir": "checksums",
-          "tokenizer_cache_dir": "tokenizers", "kernel_cache_dir": "kernels"}
-
 
 def parser():
   """The flags, from their declarations (options/catalog.py; defaults from train/config.py)."""
@@ -24,12 +20,9 @@ def parser():
 
 def main(argv=None) -> int:
   p = parser()
-  args = vars(p.parse_args(argv))
-  from model import caches
-  caches.use(**{kind: args.pop(name) for name, kind in CACHES.items()})
   from train.config import TrainConfig
   try:
-    config = TrainConfig(**args)
+    config = TrainConfig(**vars(p.parse_args(argv)))
   except ValueError as err:
     p.error(str(err))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -96,6 +96,8 @@ def test_train_run_parses_as_before():
   assert args["freeze_encoder"] is False and args["cache_features"] is True
   assert args["row_lengths"] == (64, 128) and args["max_steps"] == 3 and args["epochs"] is None
   assert args["dtype"] == "float32" and args["batch_size"] == 2048
+  from train.config import TrainConfig
+  TrainConfig(**args)  # the namespace is exactly a TrainConfig: train.run hands it over whole
 
 
 def test_an_environment_variable_is_the_default_and_the_flag_wins():

@@ -58,7 +58,9 @@ setuptools.setup(
     # Every pin installs on 3.11, 3.12 and 3.13 (jax 0.10.2 has wheels for each; jax 0.11 drops
     # 3.11); 3.14 is not checked.
     python_requires=">=3.11,<3.14",
-    packages=setuptools.find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "train", "train.*"]),
+    # options/: every entry point's flags (workers import it too); launcher/: what launch.sh runs.
+    packages=setuptools.find_packages(include=["options", "model", "model.*", "pipeline", "pipeline.*", "train",
+                                               "train.*", "launcher"]),
     # The fused CPU attention's sources, compiled on first use (model/fused_attention.py); the
     # annotation prompt (train/annotate/prompt.py).
     package_data={"model": ["kernels/*.h", "kernels/*.cc"], "train.annotate": ["prompts/*.txt"]},

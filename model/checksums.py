@@ -3,7 +3,7 @@
 
 Remembered in memory (the launcher and a DirectRunner worker are one process) and on disk (a
 scheduled rerun on the same model would hash gigabytes again: 0.8 s for a base model, 1.6 s for
-a large one, on the launch's critical path). Keyed as git keys its index: path, size, mtime,
+a large one, on the launch's critical path), in --checksum_cache_dir (model/caches.py). Keyed as git keys its index: path, size, mtime,
 ctime, inode and device; any write changes mtime and ctime, and ctime cannot be set back. A file
 changed within the last RACY_SECONDS could change again within one tick of the file system's
 clock unseen, so it is not remembered.
@@ -18,9 +18,9 @@ import os
 import time
 import uuid
 
+from model import caches
+
 log = logging.getLogger(__name__)
-CHECKSUM_CACHE = os.environ.get("KOEDU_CHECKSUM_CACHE",
-                                os.path.join(os.path.expanduser("~"), ".cache", "koedu", "checksums"))
 RACY_SECONDS = 2.0
 _LOCAL_CHECKSUMS: dict[tuple, str] = {}
 
@@ -54,7 +54,7 @@ def local(path: str, pinned: str) -> str | None:
 
 
 def _memo_path(memo: tuple) -> str:
-  return os.path.join(CHECKSUM_CACHE, hashlib.sha256(json.dumps(memo).encode()).hexdigest()[:40])
+  return os.path.join(caches.directory("checksums"), hashlib.sha256(json.dumps(memo).encode()).hexdigest()[:40])
 
 
 def _remembered(memo: tuple) -> str | None:
@@ -70,7 +70,7 @@ def _remember(memo: tuple, checksum: str) -> None:
   """Best effort: a read-only home only means hashing again next time."""
   path = _memo_path(memo)
   try:
-    os.makedirs(CHECKSUM_CACHE, exist_ok=True)
+    os.makedirs(caches.directory("checksums"), exist_ok=True)
     with open(f"{path}.{uuid.uuid4().hex}", "w", encoding="utf-8") as f:
       json.dump({"memo": list(memo), "checksum": checksum}, f)
     os.replace(f.name, path)

@@ -7,8 +7,8 @@ computes scores, softmax and the weighted values for six queries at a time in ca
 the keys of other documents in packed rows (docs/benchmarks.md has the figures).
 
 It needs x86-64 with AVX-512F. The library is built once per source and jax version with the
-local C++ compiler (`$CXX`, else `c++` or `g++`) into ~/.cache/koedu/kernels, or
-$KOEDU_KERNEL_CACHE, and loaded from there afterwards: an image can ship a built library there
+local C++ compiler (`$CXX`, else `c++` or `g++`) into --kernel_cache_dir ($KOEDU_KERNEL_CACHE,
+else ~/.cache/koedu/kernels: model/caches.py), and loaded from there afterwards: an image can ship a built library there
 and no compiler. Where any of that is missing, `unavailable_reason()` says why and the scorer
 runs XLA's attention instead. Inference only: the custom call has no gradient, and training
 keeps XLA's attention.
@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import jaxlib
 from jax.sharding import PartitionSpec as P
 
+from model import caches
+
 log = logging.getLogger(__name__)
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
@@ -40,8 +42,7 @@ FLAGS = ("-O3", "-mavx512f", "-mfma", "-std=c++17", "-shared", "-fPIC", "-pthrea
 
 
 def default_cache_dir() -> str:
-  return os.environ.get("KOEDU_KERNEL_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "koedu", "kernels")
+  return caches.directory("kernels")
 
 
 def compiler() -> str | None:

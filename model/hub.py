@@ -19,12 +19,11 @@ import uuid
 import fsspec
 import fsspec.implementations.local
 
-from model import checkpoint, checksums
+from model import caches, checkpoint, checksums
 from model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "devngho/ko_edu_classifier_v2_nlpai-lab_KoE5"
-DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "koedu", "models")
 
 
 class ModelUnavailable(RuntimeError):
@@ -176,7 +175,7 @@ def fetch(info: ModelInfo, cache_dir: str | None = None) -> str:
 def _fetch_url(info: ModelInfo, cache_dir: str | None) -> str:
   # Keyed by content, not by URL: a directory changed in place is another model.
   key = hashlib.sha256(info.content_digest.encode()).hexdigest()[:20]
-  target = os.path.join(cache_dir or DEFAULT_CACHE, key)
+  target = os.path.join(cache_dir or caches.directory("models"), key)
   if os.path.exists(os.path.join(target, ".complete")):
     verify(target, info)
     return target

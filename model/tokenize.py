@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from model import caches
 from model.recipe import PREFIX
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,7 @@ class DocumentTokenizer:
 
 
 def tokenizer_cache_dir() -> str:
-  return os.environ.get("KOEDU_TOKENIZER_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "koedu", "tokenizers")
+  return caches.directory("tokenizers")
 
 
 def _backend_as_transformers_builds_it(model_dir: str):

@@ -11,7 +11,6 @@ documents (compare runs over the same input, both finished).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import options
 from pipeline import io
 
 KEYS = ["source", "row"]
@@ -74,13 +74,7 @@ def report(result: dict, a: str, b: str) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("a", help="Output directory of the first run (the reference, e.g. float32).")
-  parser.add_argument("b", help="Output directory of the second run (e.g. bfloat16).")
-  parser.add_argument("--min_agreement", type=float, default=0.995,
-                      help="Share of documents whose int_score must be the same (default 0.995).")
-  parser.add_argument("--json", help="Also write the figures to this file.")
+  parser = options.parser("pipeline.compare", doc=__doc__)  # options/catalog.py
   args = parser.parse_args(argv)
   if not 0 <= args.min_agreement <= 1:
     parser.error("--min_agreement must be within 0..1")

@@ -1,8 +1,9 @@
-"""The settings of `python -m pipeline.run`, declared once.
+"""The settings of `python -m pipeline.run`: ScoringConfig, the typed view of its options.
 
-`ScoringConfig` holds every option with its default and help; the Beam `PipelineOptions` class
-(and so `--help`, workers and Flex Templates) is generated from it, and `from_options` reads it
-back, so an option cannot be given three different defaults in three places.
+Each option (default, help, type) is declared once in options/catalog.py; ScoringConfig's fields
+are those options, with those defaults, and the Beam `PipelineOptions` class (and so `--help`,
+workers and the Flex Template) is generated from the same declarations. `from_options` reads
+the parsed options back; __post_init__ checks what argparse cannot.
 """
 from __future__ import annotations
 
@@ -12,61 +13,43 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from model.hub import DEFAULT_MODEL
-from model.precision import COMPUTE
+import options as declarations
 from model.runner import RunnerConfig
 
 MiB = 1 << 20
+_DECLARED = {o.name: o for o in declarations.declared("pipeline.run")}
 
 
-def option(default, help: str, **argparse_kwargs):
-  """A field that is also a command-line option (`--<field name>`)."""
-  return dataclasses.field(default=default, metadata={"help": help, "argparse": argparse_kwargs})
+def option(name: str):
+  """The field of option --name, with its declared default."""
+  return dataclasses.field(default=declarations.declare.resolve(_DECLARED[name].default))
 
 
 @dataclasses.dataclass(frozen=True)
 class ScoringConfig:
-  input: str | None = option(
-      None, "Shards to score: GLOB[,GLOB...] of .jsonl/.json/.jsonl.gz/.jsonl.zst/.parquet, local "
-      "paths, gs:// or any fsspec URL. Matched by the workers, not the launcher.")
-  input_manifest: str | None = option(
-      None, "Instead of --input: a text file (local, gs://, any fsspec URL) listing one shard URL a "
-      "line, for crawls listed elsewhere.")
-  output: str | None = option(None, "Directory for scores/, edu/, errors/, stats.json.")
-  model: str = option(DEFAULT_MODEL, "Hugging Face hub id, local directory or gs:// directory of the classifier.")
-  text_field: str = option("text", "Field holding the document text.")
-  id_field: str = option("id", "Field holding the document id (optional per record).")
-  threshold: float = option(3.0, "edu/ keeps records with int_score >= threshold.", type=float)
-  batch_size: int = option(
-      4096, "Records per chunk: chunk k of a shard is rows [k * N, (k + 1) * N), scored together, "
-      "written as one file per output, and resumed as a whole.", type=int)
-  max_length: int = option(512, "Tokens per document after truncation, <s> and </s> included.", type=int)
-  dtype: str = option(
-      "auto", "float32, bfloat16_3x (three bf16 matmul passes, fp32 elsewhere) or bfloat16 (one "
-      "pass); auto = bfloat16 on TPUs and GPUs, float32 on CPU. See model/precision.py.",
-      choices=["auto", *COMPUTE])
-  tokens_per_device: int = option(16384, "Tokens in one device's share of a compiled batch.", type=int)
-  max_record_bytes: int = option(
-      16 * MiB, "Records larger than this go to errors/ as record_too_large, unread past the bound "
-      "(a run's memory is bounded by its settings, not by its largest record).", type=int)
-  unit_bytes: int = option(
-      256 * MiB, "Shards larger than this are split into units of about this many (compressed) "
-      "bytes, each read, scored and written by one worker: no shard is a straggler.", type=int)
-  host_threads: int = option(
-      0, "Threads that tokenize and pack for the device in each worker process (0: one per core).",
-      type=int)
-  device_retries: int = option(
-      8, "Times a failed device batch is retried, with backoff (about 2 minutes in all at the "
-      "default), before the run fails: a device that halts for a minute costs a minute.", type=int)
-  allow_pickle: bool = option(False, "Allow pickled pytorch_model.bin weights (unpickling runs code).")
-  model_cache_dir: str | None = option(
-      None, "Where workers keep models fetched from gs:// (default ~/.cache/koedu/models).")
-  compilation_cache_dir: str | None = option(
-      None, "JAX persistent compilation cache, so reruns compile nothing (default "
-      "~/.cache/koedu/jax; 'none' to disable).")
-  share_model_across_processes: bool = option(
-      False, "One process per machine holds the model and the device; the others read, tokenize "
-      "and write, and call it (TPU workers with several SDK processes).")
+  # One field per option of pipeline.run, in catalog order; help and defaults: options/catalog.py.
+  input: str | None = option("input")
+  input_manifest: str | None = option("input_manifest")
+  output: str | None = option("output")
+  model: str = option("model")
+  text_field: str = option("text_field")
+  id_field: str = option("id_field")
+  threshold: float = option("threshold")
+  batch_size: int = option("batch_size")
+  max_length: int = option("max_length")
+  dtype: str = option("dtype")
+  tokens_per_device: int = option("tokens_per_device")
+  max_record_bytes: int = option("max_record_bytes")
+  unit_bytes: int = option("unit_bytes")
+  host_threads: int = option("host_threads")
+  device_retries: int = option("device_retries")
+  allow_pickle: bool = option("allow_pickle")
+  share_model_across_processes: bool = option("share_model_across_processes")
+  model_cache_dir: str | None = option("model_cache_dir")
+  compilation_cache_dir: str | None = option("compilation_cache_dir")
+  checksum_cache_dir: str | None = option("checksum_cache_dir")
+  tokenizer_cache_dir: str | None = option("tokenizer_cache_dir")
+  kernel_cache_dir: str | None = option("kernel_cache_dir")
 
   def __post_init__(self):
     if not self.output:
@@ -99,6 +82,13 @@ class ScoringConfig:
   def threads(self) -> int:
     return self.host_threads or os.cpu_count() or 1
 
+  def use_caches(self) -> None:
+    """Points this process's caches where the options say (model/caches.py); JAX's compilation
+    cache is set where JAX loads (pipeline/worker.py)."""
+    from model import caches
+    caches.use(models=self.model_cache_dir, checksums=self.checksum_cache_dir,
+               tokenizers=self.tokenizer_cache_dir, kernels=self.kernel_cache_dir)
+
   def runner_config(self) -> RunnerConfig:
     return RunnerConfig(max_length=self.max_length, tokens_per_device=self.tokens_per_device)
 
@@ -110,18 +100,8 @@ class ScoringConfig:
     return cls(**values)
 
 
-class ScoringOptions(PipelineOptions):
-  """koedu's options as Beam parses them, from ScoringConfig's fields."""
-
-  @classmethod
-  def _add_argparse_args(cls, parser):
-    # Nothing is required=True: Beam parses every PipelineOptions subclass in any process that
-    # imported it (workers, other commands), and argparse would abort those; the config checks.
-    for field in dataclasses.fields(ScoringConfig):
-      kwargs = dict(field.metadata["argparse"])
-      if isinstance(field.default, bool):
-        kwargs["action"] = "store_true"
-      parser.add_argument(f"--{field.name}", default=field.default, help=field.metadata["help"], **kwargs)
+# koedu's options as Beam parses them, from the declarations.
+ScoringOptions = declarations.beam_options("pipeline.run", "ScoringOptions", __name__)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

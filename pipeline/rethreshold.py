@@ -8,7 +8,6 @@ int_score, and a `_stats.json` with the counts. edu/ itself is left as the scori
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -18,19 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import options as declarations
 from pipeline import io, layout, manifest, outputs, shards
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m pipeline.rethreshold", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output", required=True, help="The scoring run's output directory.")
-  parser.add_argument("--threshold", type=float, required=True, help="Keep int_score >= threshold.")
-  parser.add_argument("--edu_output", default=None, help="Where to write (default DIR/edu_t<threshold>).")
-  return parser
 
 
 def _kept_of_chunk(scores_path: str, threshold: float):
@@ -75,8 +66,9 @@ def _finish(counts, edu_output: str, threshold: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.WARNING)
-  # Our flags are not PipelineOptions: --output would clash with pipeline.run's.
-  o, beam_args = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+  # Our flags (options/catalog.py) are not PipelineOptions: --output would clash with pipeline.run's.
+  parser = declarations.parser("pipeline.rethreshold", doc=__doc__)
+  o, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(beam_args)
   output = o.output.rstrip("/")
   if not 0 <= o.threshold <= 5:

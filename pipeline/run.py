@@ -87,6 +87,7 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   """Checks the model and the output directory, then runs the graph. Reads nothing that grows
   with the corpus: the workers match the shards and read the run's state."""
   started = time.time()
+  config.use_caches()  # the launcher checksums the model files too
   info = hub.describe(config.model, allow_pickle=config.allow_pickle)  # fails before any work
   ModelConfig.from_hf_dict(info.config).check_max_length(config.max_length)
   describing = bool(options.view_as(TestOptions).dry_run or

@@ -37,6 +37,7 @@ def load_device_service(config: ScoringConfig, info: ModelInfo):
   from model.runner import load_runner
   from model.text_scorer import enable_compilation_cache
   from pipeline.device import DeviceService
+  config.use_caches()
   enable_compilation_cache(config.compilation_cache_dir)
   model_dir = hub.fetch(info, cache_dir=config.model_cache_dir)
   runner = load_runner(model_dir, config.runner_config(), precision=config.dtype,
@@ -94,6 +95,7 @@ class Worker:
 
 def load_worker(config: ScoringConfig, info: ModelInfo) -> Worker:
   from model import hub
+  config.use_caches()
   local = not config.share_model_across_processes
   writers = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="koedu-write")
   service = writers.submit(load_device_service if local else _shared_device_service, config, info)

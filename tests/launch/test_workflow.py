@@ -222,8 +222,8 @@ def test_finished_day_is_already_complete_without_a_launch():
     assert [b for b, _, _ in cloud.lookups] == ["corpus"], "no wait for the crawl either"
 
 
-def test_job_ending_without_a_job_but_with_stats_is_complete():
-    # The launcher found every shard finished, wrote stats.json and submitted no job.
+def test_job_failing_after_writing_stats_is_complete():
+    # The job's last step wrote stats.json (every unit finished), then the job ended otherwise.
     class Launcher(Cloud):
         def get_job(self, **kwargs):
             self.objects["corpus/2025-01-01/stats.json"] = 0

@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from model import checksums
+from model import caches, checksums
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-  monkeypatch.setattr(checksums, "CHECKSUM_CACHE", str(tmp_path / "checksums"))
+  monkeypatch.setattr(caches, "_chosen", {"checksums": str(tmp_path / "checksums")})
   monkeypatch.setattr(checksums, "_LOCAL_CHECKSUMS", {})
   return tmp_path / "checksums"
 
@@ -85,9 +85,22 @@ def test_a_file_changed_moments_ago_is_not_remembered(tmp_path, cache, monkeypat
 def test_an_unwritable_cache_only_means_hashing_again(tmp_path, monkeypatch):
   blocker = tmp_path / "not-a-directory"
   blocker.write_text("")
-  monkeypatch.setattr(checksums, "CHECKSUM_CACHE", str(blocker / "checksums"))
+  monkeypatch.setattr(caches, "_chosen", {"checksums": str(blocker / "checksums")})
   monkeypatch.setattr(checksums, "_LOCAL_CHECKSUMS", {})
   monkeypatch.setattr(checksums, "RACY_SECONDS", 0.0)
   path = tmp_path / "model.safetensors"
   path.write_bytes(b"x")
   assert checksums.local(str(path), "sha256:") == "sha256:" + hashlib.sha256(b"x").hexdigest()
+
+
+def test_cache_directories_follow_the_option_then_the_variable(monkeypatch, tmp_path):
+  monkeypatch.setattr(caches, "_chosen", {})
+  monkeypatch.setenv("KOEDU_KERNEL_CACHE", str(tmp_path / "env"))
+  monkeypatch.delenv("KOEDU_TOKENIZER_CACHE", raising=False)
+  assert caches.directory("kernels") == str(tmp_path / "env")
+  assert caches.directory("tokenizers") == os.path.join(os.path.expanduser("~"), ".cache", "koedu", "tokenizers")
+  caches.use(kernels=str(tmp_path / "flag"), tokenizers=None)
+  assert caches.directory("kernels") == str(tmp_path / "flag")
+  assert caches.directory("tokenizers").endswith(os.path.join("koedu", "tokenizers"))
+  with pytest.raises(ValueError, match="unknown cache"):
+    caches.use(kernel=str(tmp_path))

@@ -1,0 +1,6 @@
+"""`python -m launcher VERB ...`: what launch.sh runs."""
+import sys
+
+from launcher.cli import main
+
+sys.exit(main())

@@ -1,9 +1,9 @@
 """The steps of `python -m pipeline.publish`: which edu chunks there are, the one schema, the
 plan of files, and the files.
 
-  unit summaries (or a rethreshold of scores/) -> Chunk: source, index, path, rows, bytes, schema
-  chunks' schemas -> combined -> the one schema (or SchemaConflict)
-  chunks' (source, index, rows, bytes) -> combined -> sorted -> cut into files -> FileSpec
+  unit summaries (or a rethreshold of scores/) -> Edu: a unit's chunks (index, rows, bytes), schemas
+  units' distinct schemas -> combined -> the one schema (or SchemaConflict)
+  units' chunks -> combined -> sorted by (source, index) -> cut into files -> FileSpec
   FileSpec -> spread over the workers -> read its chunks in order, conform, write -> its counts
 
 Files are planned before any is written, from the byte counts the scoring run recorded, so
@@ -31,36 +31,43 @@ DATA = "data"
 LAST = ("score", "int_score")  # our columns, after the records' own
 
 
-class Chunk(NamedTuple):
-  """A chunk's edu/ file, as its unit summary (or the rethreshold step) describes it."""
+class Edu(NamedTuple):
+  """A unit's (or shard's) chunks that kept records, as its summary (or the rethreshold step)
+  describes their edu files: compact, since every chunk of the corpus meets in one plan."""
   source: str
-  index: int
-  path: str
-  rows: int
-  bytes: int
-  schema: str  # schemas.encode
+  chunks: np.ndarray  # int64 [k, 3]: chunk index, rows, bytes
+  schemas: tuple  # ((first chunk index holding it, schemas.encode), ...), each schema once
 
 
 class FileSpec(NamedTuple):
   name: str  # data/<name>
-  chunks: tuple  # ((path, rows), ...) in order
+  runs: tuple  # ((source, int64 [k, 2]: chunk index, rows), ...): its chunks, in order
   digest: str  # of the name and the chunks; with the schema, what the marker must agree with
 
 
-def chunks_of_summary(output: str):
-  """A unit summary's path -> a Chunk for each of its chunks that kept records."""
-  def read(path: str):
-    summary = json.loads(io.read_bytes(path))
-    edu = summary.get("edu")
-    if edu is None or len(edu) != summary["chunks"]:
-      raise ValueError(
-          f"{path} does not record its chunks' edu schemas (scored by an earlier koedu); rescore "
-          f"into a new --output, or publish at another --threshold (read from scores/)")
-    for e in edu:
-      if e["rows"]:
-        yield Chunk(summary["source"], e["chunk"], layout.output_path(output, layout.EDU, summary["source"],
-                                                                      e["chunk"]), e["rows"], e["bytes"], e["schema"])
-  return read
+def edu_of(source: str, entries: list[dict]) -> Edu | None:
+  """Edu from outputs.edu_entry dicts (with "chunk"), or None if no chunk kept a record."""
+  entries = sorted((e for e in entries if e["rows"]), key=lambda e: e["chunk"])
+  if not entries:
+    return None
+  first = {}
+  for e in entries:
+    first.setdefault(e["schema"], e["chunk"])
+  return Edu(source, np.array([(e["chunk"], e["rows"], e["bytes"]) for e in entries], np.int64),
+             tuple((index, text) for text, index in first.items()))
+
+
+def read_summary(path: str):
+  """A unit summary's path -> its Edu."""
+  summary = json.loads(io.read_bytes(path))
+  edu = summary.get("edu")
+  if edu is None or len(edu) != summary["chunks"]:
+    raise ValueError(
+        f"{path} does not record its chunks' edu schemas (scored by an earlier koedu); rescore "
+        f"into a new --output, or publish at another --threshold (read from scores/)")
+  found = edu_of(summary["source"], edu)
+  if found is not None:
+    yield found
 
 
 def summary_paths(output: str):
@@ -120,23 +127,32 @@ class UnionSchemas(beam.CombineFn):
     return {"schema": schema, "order": order, "witness": witness}
 
 
-def plan_files(chunks: list, max_file_bytes: int) -> list[FileSpec]:
-  """(source, index, path, rows, bytes) of every chunk -> the files: chunks in (source, index)
-  order, cut where a file would pass max_file_bytes (a chunk larger than that is a file alone)."""
+def plan_files(units: list, max_file_bytes: int) -> list[FileSpec]:
+  """(source, int64 [k, 3]: index, rows, bytes) of every unit -> the files: chunks in (source,
+  index) order, cut where a file would pass max_file_bytes (a larger chunk is a file alone)."""
+  by_source = {}
+  for source, chunks in units:
+    by_source.setdefault(source, []).append(chunks)
   groups, current, size = [], [], 0
-  for source, index, path, rows, nbytes in sorted(chunks):
-    if current and size + nbytes > max_file_bytes:
-      groups.append(current)
-      current, size = [], 0
-    current.append((path, rows))
-    size += nbytes
+  for source in sorted(by_source):
+    chunks = np.concatenate(by_source[source])
+    chunks = chunks[np.argsort(chunks[:, 0], kind="stable")]
+    start = 0
+    for i, nbytes in enumerate(chunks[:, 2].tolist()):
+      if (current or i > start) and size + nbytes > max_file_bytes:
+        if i > start:
+          current.append((source, chunks[start:i, :2]))
+        groups.append(current)
+        current, size, start = [], 0, i
+      size += nbytes
+    current.append((source, chunks[start:, :2]))
   if current:
     groups.append(current)
   specs = []
   for i, group in enumerate(groups):
     name = f"train-{i:05d}-of-{len(groups):05d}.parquet"
-    digest = hashlib.sha256(json.dumps([name, group]).encode()).hexdigest()
-    specs.append(FileSpec(name, tuple(map(tuple, group)), digest))
+    digest = hashlib.sha256(json.dumps([name, [(s, c.tolist()) for s, c in group]]).encode()).hexdigest()
+    specs.append(FileSpec(name, tuple(group), digest))
   return specs
 
 
@@ -148,8 +164,8 @@ class WriteFile(beam.DoFn):
   """A FileSpec -> data/<name>, its chunks read in order and brought to the one schema, row
   groups of about row_group_bytes (uncompressed) -> the file's counts, also kept as its marker."""
 
-  def __init__(self, dest: str, row_group_bytes: int):
-    self._dest, self._row_group_bytes = dest, row_group_bytes
+  def __init__(self, dest: str, edu_dir: str, row_group_bytes: int):
+    self._dest, self._edu_dir, self._row_group_bytes = dest, edu_dir, row_group_bytes
 
   def process(self, spec: FileSpec, schema_text: str):
     schema = schemas.decode(schema_text)
@@ -166,7 +182,8 @@ class WriteFile(beam.DoFn):
       local = os.path.join(tmp, spec.name)
       with pq.ParquetWriter(local, schema, compression="zstd", write_page_index=True) as writer:
         pending = []
-        for path, expected in spec.chunks:
+        for source, index, expected in ((s, i, r) for s, c in spec.runs for i, r in c.tolist()):
+          path = io.join(self._edu_dir, layout.chunk_name(source, index) + ".parquet")
           fs, p = io.filesystem(path)
           table = io.retrying(lambda: pq.read_table(fs.open(p, "rb")), f"reading {path}")
           if table.num_rows != expected:  # the run's outputs changed since its summary: stop
@@ -198,16 +215,16 @@ class WriteFile(beam.DoFn):
     return [table.slice(n)] if n < table.num_rows else []
 
 
-def staged_chunks(stage: str, max_record_bytes: int):
+def staged(stage: str, max_record_bytes: int):
   """Another threshold: a shard's kept rows (from scores/) -> its chunks' edu files written
-  under `stage` by rethreshold's own step -> a Chunk for each that kept records."""
+  under `stage` by rethreshold's own step -> the shard's Edu."""
   from pipeline import rethreshold
 
   def write(element):
-    for e in rethreshold._write_shard(element, stage, max_record_bytes)["chunks"]:
-      if e["rows"]:
-        yield Chunk(element[0], int(e["name"].rsplit("-", 1)[1]), io.join(stage, e["name"] + ".parquet"),
-                    e["rows"], e["bytes"], e["schema"])
+    written = rethreshold._write_shard(element, stage, max_record_bytes)["chunks"]
+    found = edu_of(element[0], [{"chunk": int(e["name"].rsplit("-", 1)[1]), **e} for e in written])
+    if found is not None:
+      yield found
   return write
 
 
@@ -247,29 +264,30 @@ def build(pipeline: beam.Pipeline, output: str, dest: str, threshold: float, fro
               | "Partitions" >> beam.Create(list(layout.PARTITIONS))
               | "ListSummaries" >> beam.FlatMap(summary_paths(output))
               | "SpreadSummaries" >> beam.Reshuffle()
-              | "Chunks" >> beam.FlatMap(chunks_of_summary(output)))
+              | "Edu" >> beam.FlatMap(read_summary))
+    edu_dir = io.join(output, layout.EDU)
   else:
     from pipeline import rethreshold
-    stage = io.join(dest, STATE, f"edu_t{threshold:g}")
+    edu_dir = io.join(dest, STATE, f"edu_t{threshold:g}")
     chunks = (pipeline
               | "Scores" >> beam.Create([io.join(output, layout.SCORES)])
               | "ScoresFiles" >> beam.FlatMap(lambda d: [io.join(d, n) for n in io.list_names(d, ".parquet")])
               | "SpreadScores" >> beam.Reshuffle()
               | "Kept" >> beam.FlatMap(rethreshold._kept_of_chunk, threshold)
               | "ByShard" >> beam.GroupByKey()  # row numbers and scores only, never documents
-              | "Stage" >> beam.FlatMap(staged_chunks(stage, max_record_bytes)))
+              | "Edu" >> beam.FlatMap(staged(edu_dir, max_record_bytes)))
   schema = (chunks
-            | "Schemas" >> beam.Map(lambda c: (c.source, c.index, c.schema))
+            | "Schemas" >> beam.FlatMap(lambda e: [(e.source, i, text) for i, text in e.schemas])
             | "UnionSchemas" >> beam.CombineGlobally(UnionSchemas()))
   plan = (chunks
-          | "Sizes" >> beam.Map(lambda c: (c.source, c.index, c.path, c.rows, c.bytes))
-          | "AllSizes" >> beam.combiners.ToList()  # 2.5M small tuples at 10B documents, on a worker
+          | "Sizes" >> beam.Map(lambda e: (e.source, e.chunks))
+          | "AllSizes" >> beam.combiners.ToList()  # 24 bytes a chunk: 60 MB at 10B documents, on a worker
           | "Plan" >> beam.Map(plan_files, max_file_bytes))
   names = plan | "Names" >> beam.Map(lambda specs: [s.name for s in specs])
   (plan
    | "Files" >> beam.FlatMap(lambda specs: specs)
    | "SpreadFiles" >> beam.Reshuffle()
-   | "Write" >> beam.ParDo(WriteFile(dest, row_group_bytes), beam.pvalue.AsSingleton(schema))
+   | "Write" >> beam.ParDo(WriteFile(dest, edu_dir, row_group_bytes), beam.pvalue.AsSingleton(schema))
    | "Written" >> beam.combiners.ToList()
    | "Finish" >> beam.Map(finish, dest, beam.pvalue.AsSingleton(schema), beam.pvalue.AsSingleton(names),
                           run, threshold, command, expected_rows))

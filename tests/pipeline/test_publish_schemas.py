@@ -65,11 +65,16 @@ def test_conform_fills_missing_fields_and_casts_nested_ones():
 
 
 def test_files_follow_source_and_chunk_order_and_stay_under_the_size():
-  chunks = [("b", 1, "b1", 5, 40), ("a", 0, "a0", 5, 60), ("b", 0, "b0", 5, 50), ("a", 2, "a2", 5, 300)]
-  specs = dataset.plan_files(chunks, max_file_bytes=100)
-  assert [s.name for s in specs] == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
-  assert [[p for p, _ in s.chunks] for s in specs] == [["a0"], ["a2"], ["b0", "b1"]]  # a2 alone: too big
-  assert dataset.plan_files(chunks[::-1], max_file_bytes=100) == specs
+  import numpy as np
+  units = [("b", np.array([[1, 5, 40]])), ("a", np.array([[2, 5, 300], [3, 1, 10], [4, 2, 20]])),
+           ("b", np.array([[0, 5, 50]])), ("a", np.array([[0, 5, 60]]))]
+  specs = dataset.plan_files(units, max_file_bytes=100)
+  assert [s.name for s in specs] == [f"train-{i:05d}-of-00004.parquet" for i in range(4)]
+  runs = [[(source, c.tolist()) for source, c in s.runs] for s in specs]
+  assert runs == [[("a", [[0, 5]])], [("a", [[2, 5]])],  # a2 alone: larger than a file
+                  [("a", [[3, 1], [4, 2]]), ("b", [[0, 5]])], [("b", [[1, 5]])]]
+  again = dataset.plan_files(units[::-1], max_file_bytes=100)
+  assert [s.digest for s in again] == [s.digest for s in specs]
 
 
 def test_an_edu_file_keeps_every_records_fields_and_null_only_ones():

@@ -65,7 +65,7 @@ def read_summary(path: str):
     raise ValueError(
         f"{path} does not record its chunks' edu schemas (scored by an earlier koedu); rescore "
         f"into a new --output, or publish at another --threshold (read from scores/)")
-  found = edu_of(summary["source"], edu)
+  found = edu_of(summary["source"], [{**e, "schema": summary["edu_schemas"][e["schema"]]} for e in edu])
   if found is not None:
     yield found
 
@@ -156,6 +156,12 @@ def plan_files(units: list, max_file_bytes: int) -> list[FileSpec]:
   return specs
 
 
+def _read_table(path: str) -> pa.Table:
+  fs, p = io.filesystem(path)
+  with fs.open(p, "rb") as f:
+    return pq.read_table(f)
+
+
 def marker_path(dest: str, name: str) -> str:
   return io.join(dest, STATE, "files", name + ".json")
 
@@ -184,8 +190,7 @@ class WriteFile(beam.DoFn):
         pending = []
         for source, index, expected in ((s, i, r) for s, c in spec.runs for i, r in c.tolist()):
           path = io.join(self._edu_dir, layout.chunk_name(source, index) + ".parquet")
-          fs, p = io.filesystem(path)
-          table = io.retrying(lambda: pq.read_table(fs.open(p, "rb")), f"reading {path}")
+          table = io.retrying(lambda: _read_table(path), f"reading {path}")
           if table.num_rows != expected:  # the run's outputs changed since its summary: stop
             raise RuntimeError(f"{path} holds {table.num_rows} rows, its unit summary {expected}")
           table = schemas.conform(table, schema)

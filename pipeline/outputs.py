@@ -171,9 +171,12 @@ def add(totals: dict, counts: dict) -> dict:
 def write_summary(output: str, source: str, unit: int, units: int, totals: dict,
                   scored_here: dict, runtime: str, edu: list[dict]) -> dict:
   """A unit's summary, once all its chunks are done: what stats.json sums, and each chunk's
-  edu_entry (with its "chunk" index), what publishing plans from."""
+  edu_entry (with its "chunk" index), what publishing plans from. The unit's distinct edu
+  schemas are listed once, in "edu_schemas", and its chunks point into that list."""
+  distinct = list(dict.fromkeys(e["schema"] for e in edu))
+  chunks = [{**e, "schema": distinct.index(e["schema"])} for e in sorted(edu, key=lambda e: e["chunk"])]
   summary = {"source": source, "unit": unit, "units": units, **totals, "this_attempt": scored_here,
-             "precision": runtime, "edu": sorted(edu, key=lambda e: e["chunk"]), "written": time.time()}
+             "precision": runtime, "edu": chunks, "edu_schemas": distinct, "written": time.time()}
   io.write_bytes_atomic(layout.summary_path(output, io.shard_key(source), unit, units),
                         json.dumps(summary).encode())
   return summary

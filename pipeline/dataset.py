@@ -63,8 +63,8 @@ def read_summary(path: str):
   edu = summary.get("edu")
   if edu is None or len(edu) != summary["chunks"]:
     raise ValueError(
-        f"{path} does not record its chunks' edu schemas (scored by an earlier koedu); rescore "
-        f"into a new --output, or publish at another --threshold (read from scores/)")
+        f"{path} does not record its chunks' edu schemas (scored by an earlier koedu): publish "
+        "with --from_scores, which rebuilds the subset from scores/ and the shards")
   found = edu_of(summary["source"], [{**e, "schema": summary["edu_schemas"][e["schema"]]} for e in edu])
   if found is not None:
     yield found

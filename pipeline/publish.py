@@ -38,6 +38,7 @@ class PublishConfig:
   row_group_bytes: int = 100 * MB  # uncompressed bytes per row group: what a streaming reader holds at once
   push_to_hub: str | None = None  # a Hub dataset repo id to upload DEST to
   dry_run: bool = False  # with push_to_hub: list what would be uploaded, upload nothing
+  from_scores: bool = False  # rebuild the subset from scores/ and the shards even at the run's threshold
 
   def __post_init__(self):
     if self.threshold is not None and not 0 <= self.threshold <= 5:
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="Uncompressed bytes per Parquet row group (default 100 MB).")
   parser.add_argument("--push_to_hub", default=None, help="Upload DEST to this Hub dataset repo.")
   parser.add_argument("--dry_run", action="store_true", help="With --push_to_hub: list, do not upload.")
+  parser.add_argument("--from_scores", action="store_true",
+                      help="Rebuild the subset from scores/ and the shards even at the run's own threshold "
+                      "(for a run whose unit summaries do not record edu schemas: scored by an earlier koedu).")
   return parser
 
 
@@ -86,7 +90,7 @@ def publish(config: PublishConfig, options: PipelineOptions, command: str) -> di
   if not expected:
     raise ValueError(f"no record of {config.output} reaches int_score >= {threshold:g}: nothing to publish")
   # Another threshold that keeps the same int_scores is the run's own subset.
-  from_summaries = math.ceil(threshold) == math.ceil(run["threshold"])
+  from_summaries = math.ceil(threshold) == math.ceil(run["threshold"]) and not config.from_scores
   with beam.Pipeline(runner=make_runner(options), options=options) as p:
     dataset.build(p, config.output, config.dataset, threshold, from_summaries, config.max_file_bytes,
                   config.row_group_bytes, run.get("max_record_bytes", 1 << 62), run, command, expected)
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
   o, beam_args = _parser().parse_known_args(argv)
   try:
     config = PublishConfig(o.output.rstrip("/"), o.dataset.rstrip("/"), o.threshold, o.max_file_bytes,
-                           o.row_group_bytes, o.push_to_hub, o.dry_run)
+                           o.row_group_bytes, o.push_to_hub, o.dry_run, o.from_scores)
     report = publish(config, PipelineOptions(beam_args), making_command(argv))
   except (ValueError, FileNotFoundError) as err:
     print(f"error: {err}", file=sys.stderr)

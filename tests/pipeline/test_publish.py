@@ -184,7 +184,13 @@ def test_killed_publish_resumes_to_the_same_bytes(three_shard_run, tmp_path):
 
 
 def test_another_threshold_from_scores_without_the_model(three_shard_run, tmp_path):
-  records, output, _, _ = three_shard_run
+  records, output, first, _ = three_shard_run
+  # At the run's own threshold, rebuilt from scores/ and the shards: the bytes the summaries give.
+  proc = publish_here("--output", output, "--dataset", str(tmp_path / "t3"), *SIZES, "--from_scores")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert {k: v[1] for k, v in snapshot(str(tmp_path / "t3" / "data")).items()} == \
+         {k: v[1] for k, v in snapshot(os.path.join(first, "data")).items()}
+
   dest = str(tmp_path / "t4")
   proc = publish_here("--output", output, "--dataset", dest, "--threshold", "4")
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   # Our flags are not PipelineOptions: --output would clash with pipeline.run's.
   o, beam_args = _parser().parse_known_args(argv)
+  from pipeline.options import unknown_flags
+  unknown = unknown_flags(beam_args)  # Beam would only warn, and a typo would go unnoticed
+  if unknown:
+    print(f"error: unknown option {', '.join(unknown)}", file=sys.stderr)
+    return 2
   try:
     config = PublishConfig(o.output.rstrip("/"), o.dataset.rstrip("/"), o.threshold, o.max_file_bytes,
                            o.row_group_bytes, o.push_to_hub, o.dry_run, o.from_scores)

@@ -202,7 +202,9 @@ def test_another_threshold_from_scores_without_the_model(three_shard_run, tmp_pa
     same(row, want[row["id"]], columns)
 
 
-def test_an_unfinished_run_is_refused(tmp_path):
+def test_an_unfinished_run_or_an_unknown_option_is_refused(tmp_path):
+  proc = publish_here("--output", str(tmp_path), "--dataset", str(tmp_path / "d"), "--max_file_size", "9")
+  assert proc.returncode == 2 and "unknown option --max_file_size" in proc.stderr
   proc = publish_here("--output", str(tmp_path), "--dataset", str(tmp_path / "d"))
   assert proc.returncode == 2 and "holds no scoring run" in proc.stderr
   (tmp_path / "_run.json").write_text("{}")

@@ -61,7 +61,7 @@ def read_summary(path: str):
   """A unit summary's path -> its Edu."""
   summary = json.loads(io.read_bytes(path))
   edu = summary.get("edu")
-  if edu is None or len(edu) != summary["chunks"]:
+  if edu is None or "edu_schemas" not in summary or len(edu) != summary["chunks"]:
     raise ValueError(
         f"{path} does not record its chunks' edu schemas (scored by an earlier koedu): publish "
         "with --from_scores, which rebuilds the subset from scores/ and the shards")

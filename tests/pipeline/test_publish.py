@@ -172,12 +172,14 @@ def test_killed_publish_resumes_to_the_same_bytes(three_shard_run, tmp_path):
                                                     "kill_on": 2})})
   assert killed.returncode == -9, killed.stderr[-3000:]
   assert len(os.listdir(os.path.join(again, "data"))) == 1 and not os.path.exists(os.path.join(again, "README.md"))
+  done_before = snapshot(os.path.join(again, "data"))
   import fsspec
   from tests.pipeline.faults import FaultyFileSystem
   fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)  # no faults: the rerun
   proc = publish_here(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   first, second = snapshot(dest), snapshot(again)
+  assert {f"data/{k}": v for k, v in done_before.items()}.items() <= second.items(), "the file written before the kill was redone"
   assert {k: v[1] for k, v in second.items() if k.startswith("data")} == \
          {k: v[1] for k, v in first.items() if k.startswith("data")}
   assert second["README.md"][1].decode().replace(f"faulty://{again}", dest) == first["README.md"][1].decode()

@@ -79,9 +79,11 @@ def summary_paths(output: str):
 
 
 class UnionSchemas(beam.CombineFn):
-  """(source, index, schema) of every chunk -> the records' one schema. Fields are ordered by
-  the first chunk (in source, index order) holding each, so the result does not depend on the
-  order the runner combines in; SchemaConflict names the field, the types, a shard for each."""
+  """(source, index, schema) of every chunk -> {"schema": the records' one schema} or
+  {"conflict": SchemaConflict's message, naming the field, the types, a shard for each}: a
+  value, not an exception, so that it reaches the launcher from any runner by its type. Fields
+  are ordered by the first chunk (in source, index order) holding each, so the result does not
+  depend on the order the runner combines in."""
 
   def create_accumulator(self):
     return None
@@ -101,15 +103,24 @@ class UnionSchemas(beam.CombineFn):
     return merged
 
   def extract_output(self, acc):
-    if acc is None:
-      return None
+    if acc is None or "conflict" in acc:
+      return acc
     fields = [f for f in acc["schema"] if f.name not in LAST] + [acc["schema"].field(n) for n in LAST]
-    return schemas.encode(pa.schema(fields))
+    return {"schema": schemas.encode(pa.schema(fields))}
 
   @staticmethod
   def _merge(a, b):
     if a is None or b is None:
       return a or b
+    if "conflict" in a or "conflict" in b:  # the first in (message) order, whatever the runner's
+      return min((x for x in (a, b) if "conflict" in x), key=lambda x: x["conflict"])
+    try:
+      return UnionSchemas._union(a, b)
+    except schemas.SchemaConflict as err:
+      return {"conflict": str(err)}
+
+  @staticmethod
+  def _union(a, b):
     order = {p: min(k for k in (a["order"].get(p), b["order"].get(p)) if k is not None)
              for p in a["order"].keys() | b["order"].keys()}
     try:
@@ -173,7 +184,10 @@ class WriteFile(beam.DoFn):
   def __init__(self, dest: str, edu_dir: str, row_group_bytes: int):
     self._dest, self._edu_dir, self._row_group_bytes = dest, edu_dir, row_group_bytes
 
-  def process(self, spec: FileSpec, schema_text: str):
+  def process(self, spec: FileSpec, union: dict):
+    if "conflict" in union:
+      return  # nothing is written: the launcher reports the conflict
+    schema_text = union["schema"]
     schema = schemas.decode(schema_text)
     digest = hashlib.sha256((spec.digest + schema_text + str(self._row_group_bytes)).encode()).hexdigest()
     marker = marker_path(self._dest, spec.name)
@@ -233,12 +247,17 @@ def staged(stage: str, max_record_bytes: int):
   return write
 
 
-def finish(files: list[dict], dest: str, schema_text: str | None, names: list[str], run: dict,
+def finish(files: list[dict], dest: str, union: dict | None, names: list[str], run: dict,
            threshold: float, command: str, expected_rows: int) -> dict:
   """Once every file is written: checks the counts, removes what an earlier publish with another
-  plan left in data/, writes README.md and the report. The card comes last: a DEST with a card
-  is complete."""
+  plan left in data/, writes README.md and the report (publish.json, which the launcher reads).
+  The card comes last: a DEST with a card is complete. A schema conflict only goes into the
+  report."""
   from pipeline import card
+  if union is not None and "conflict" in union:
+    report = {"conflict": union["conflict"]}
+    io.write_bytes_atomic(io.join(dest, STATE, "publish.json"), json.dumps(report, indent=2).encode())
+    return report
   files = sorted(files, key=lambda f: f["name"])
   if [f["name"] for f in files] != sorted(names):
     raise RuntimeError(f"files written {[f['name'] for f in files]} are not the plan's {sorted(names)}")
@@ -250,7 +269,7 @@ def finish(files: list[dict], dest: str, schema_text: str | None, names: list[st
     for name in io.list_names(io.join(dest, kind), suffix):
       if name[:-len(suffix)] not in names and name not in names:
         io.remove(io.join(dest, kind, name))
-  schema = schemas.decode(schema_text)
+  schema = schemas.decode(union["schema"])
   report = {"files": len(files), "rows": rows, "bytes": sum(f["bytes"] for f in files),
             "threshold": threshold, "columns": schema.names,
             "int_score_histogram": [sum(f["int_score_histogram"][i] for f in files) for i in range(6)]}

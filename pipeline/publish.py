@@ -22,7 +22,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import dataset, io, manifest, stats
+from pipeline import dataset, faults, io, manifest, schemas, stats
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
@@ -94,7 +94,10 @@ def publish(config: PublishConfig, options: PipelineOptions, command: str) -> di
   with beam.Pipeline(runner=make_runner(options), options=options) as p:
     dataset.build(p, config.output, config.dataset, threshold, from_summaries, config.max_file_bytes,
                   config.row_group_bytes, run.get("max_record_bytes", 1 << 62), run, command, expected)
-  return json.loads(io.read_bytes(io.join(config.dataset, dataset.STATE, "publish.json")))
+  report = json.loads(io.read_bytes(io.join(config.dataset, dataset.STATE, "publish.json")))
+  if "conflict" in report:
+    raise schemas.SchemaConflict(report["conflict"])
+  return report
 
 
 def push(dest: str, repo: str, dry_run: bool) -> None:
@@ -150,17 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     config = PublishConfig(o.output.rstrip("/"), o.dataset.rstrip("/"), o.threshold, o.max_file_bytes,
                            o.row_group_bytes, o.push_to_hub, o.dry_run, o.from_scores)
     report = publish(config, PipelineOptions(beam_args), making_command(argv))
-  except (ValueError, FileNotFoundError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  except Exception as err:  # the job failed; a conflict raised on a worker arrives wrapped
-    text = str(err)
-    if "schema conflict:" in text:
-      print("error: " + text[text.index("schema conflict:"):].splitlines()[0], file=sys.stderr)
-      return 2
-    print(f"error: publishing failed ({type(err).__name__}: {err}). Files already written are kept; "
-          "rerun the same command to finish.", file=sys.stderr)
-    return 1
+  except Exception as err:
+    status = faults.exit_code(err)
+    if status == faults.EXIT_USAGE:
+      print(f"error: {err}", file=sys.stderr)
+    else:  # the job failed: a storage or worker fault; a rerun writes what is missing
+      print(f"error: publishing failed ({type(err).__name__}: {err}). Files already written are kept; "
+            "rerun the same command to finish.", file=sys.stderr)
+    return status
   print(f"koedu: {report['rows']:,} records (int_score >= {report['threshold']:g}) in {report['files']} "
         f"files, {report['bytes']:,} bytes, in {config.dataset}")
   if config.push_to_hub:

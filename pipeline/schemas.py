@@ -16,11 +16,13 @@ import base64
 import pyarrow as pa
 import pyarrow.types as pat
 
+from pipeline.faults import UsageError
+
 _UNITS = ("s", "ms", "us", "ns")
 
 
-class SchemaConflict(ValueError):
-  """Two chunks hold a field with types no lossless promotion joins."""
+class SchemaConflict(UsageError):
+  """Two chunks hold a field with types no lossless promotion joins: the user's to fix."""
 
 
 def encode(schema: pa.Schema) -> str:

@@ -167,14 +167,14 @@ def test_killed_publish_resumes_to_the_same_bytes(three_shard_run, tmp_path):
   _, output, dest, _ = three_shard_run
   again = str(tmp_path / "again")
   args = ["--output", output, "--dataset", f"faulty://{again}", *SIZES]
-  killed = publish(*args, module="tests.pipeline.faults",
+  killed = publish(*args, module="tests.pipeline.inject_faults",
                    env={"KOEDU_FAULTS": json.dumps({"entry": "pipeline.publish", "kill_before": "/data/train-",
                                                     "kill_on": 2})})
   assert killed.returncode == -9, killed.stderr[-3000:]
   assert len(os.listdir(os.path.join(again, "data"))) == 1 and not os.path.exists(os.path.join(again, "README.md"))
   done_before = snapshot(os.path.join(again, "data"))
   import fsspec
-  from tests.pipeline.faults import FaultyFileSystem
+  from tests.pipeline.inject_faults import FaultyFileSystem
   fsspec.register_implementation("faulty", FaultyFileSystem, clobber=True)  # no faults: the rerun
   proc = publish_here(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]

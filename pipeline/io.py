@@ -12,6 +12,7 @@ import logging
 import os
 import posixpath
 import random
+import shutil
 import time
 import uuid
 from typing import Callable, TypeVar
@@ -146,6 +147,28 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
       with fs.open(target, "wb") as f:
         f.write(data)
   retrying(write, f"writing {path}")
+
+
+def put_file_atomic(local: str, path: str) -> None:
+  """A local file copied to `path`, appearing whole or not at all, with retries: for files too
+  large to hold in memory (a published dataset's). As write_bytes_atomic, through a rename
+  locally; an object store publishes the upload when it completes."""
+  fs, target = filesystem(path)
+
+  def put():
+    if isinstance(fs, LocalFileSystem):
+      directory, name = os.path.split(target)
+      os.makedirs(directory, exist_ok=True)
+      partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
+      try:
+        shutil.copyfile(local, partial)
+        os.replace(partial, target)
+      finally:
+        if os.path.exists(partial):
+          os.unlink(partial)
+    else:
+      fs.put_file(local, target)
+  retrying(put, f"writing {path}")
 
 
 def remove(path: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, layout
+from pipeline import io, layout, schemas
 from pipeline.records import Rejected
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,19 @@ def edu_bytes(originals: list, score: np.ndarray, int_score: np.ndarray) -> byte
         "score": pa.array(score, pa.float32()), "int_score": pa.array(int_score, pa.int64())}))
 
 
+def edu_entry(data: bytes) -> dict:
+  """What publishing needs of a chunk's edu/ file, from its footer: its rows, its size and its
+  schema (pipeline/publish.py unions these instead of opening every file)."""
+  parquet = pq.ParquetFile(pa.BufferReader(data))
+  return {"rows": parquet.metadata.num_rows, "bytes": len(data),
+          "schema": schemas.encode(parquet.schema_arrow)}
+
+
 def _table_from_records(records: list[dict]) -> pa.Table:
   try:
-    return pa.Table.from_pylist(records) if records else pa.table({})
+    # Every record's fields, not the first one's only (Table.from_pylist); a field null in
+    # every record stays, typed null, so the chunk's file says it is there.
+    return pa.Table.from_struct_array(pa.array(records)) if records else pa.table({})
   except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
     # Web records disagree on field types from one line to the next; keep every field, with the
     # ones Arrow cannot unify written as JSON text.
@@ -121,8 +131,8 @@ def write_chunk(output: str, chunk: ScoredChunk, threshold: float) -> dict:
   io.write_bytes_atomic(layout.output_path(output, layout.SCORES, source, index),
                         parquet_bytes(scores_table(chunk)))
   kept = np.flatnonzero(chunk.int_score >= threshold)
-  io.write_bytes_atomic(layout.output_path(output, layout.EDU, source, index),
-                        edu_bytes([chunk.originals[i] for i in kept], chunk.score[kept], chunk.int_score[kept]))
+  edu = edu_bytes([chunk.originals[i] for i in kept], chunk.score[kept], chunk.int_score[kept])
+  io.write_bytes_atomic(layout.output_path(output, layout.EDU, source, index), edu)
   errors = layout.output_path(output, layout.ERRORS, source, index)
   if chunk.rejected:
     rejected = sorted(chunk.rejected, key=lambda r: (r.row is not None, r.row or 0))
@@ -130,6 +140,7 @@ def write_chunk(output: str, chunk: ScoredChunk, threshold: float) -> dict:
   else:
     io.remove(errors)  # an earlier attempt's, which this one replaces
   stats = chunk_stats(chunk, threshold)
+  stats["edu"] = edu_entry(edu)
   stats["written"] = time.time()
   io.write_bytes_atomic(layout.marker_path(output, source, index), json.dumps(stats).encode())
   return stats
@@ -158,10 +169,14 @@ def add(totals: dict, counts: dict) -> dict:
 
 
 def write_summary(output: str, source: str, unit: int, units: int, totals: dict,
-                  scored_here: dict, runtime: str) -> dict:
-  """A unit's summary, once all its chunks are done: what stats.json sums."""
+                  scored_here: dict, runtime: str, edu: list[dict]) -> dict:
+  """A unit's summary, once all its chunks are done: what stats.json sums, and each chunk's
+  edu_entry (with its "chunk" index), what publishing plans from. The unit's distinct edu
+  schemas are listed once, in "edu_schemas", and its chunks point into that list."""
+  distinct = list(dict.fromkeys(e["schema"] for e in edu))
+  chunks = [{**e, "schema": distinct.index(e["schema"])} for e in sorted(edu, key=lambda e: e["chunk"])]
   summary = {"source": source, "unit": unit, "units": units, **totals, "this_attempt": scored_here,
-             "precision": runtime, "written": time.time()}
+             "precision": runtime, "edu": chunks, "edu_schemas": distinct, "written": time.time()}
   io.write_bytes_atomic(layout.summary_path(output, io.shard_key(source), unit, units),
                         json.dumps(summary).encode())
   return summary

@@ -38,7 +38,8 @@ def _kept_of_chunk(scores_path: str, threshold: float):
 
 
 def _write_shard(element, edu_output: str, max_record_bytes: int) -> dict:
-  """Reads the shard once, up to its last kept row, and writes each chunk's edu file."""
+  """Reads the shard once, up to its last kept row, and writes each chunk's edu file; returns
+  the shard's counts and each chunk's outputs.edu_entry."""
   source, chunks = element
   chunks = list(chunks)
   wanted = {row for _, rows, _, _ in chunks for row in rows}
@@ -50,10 +51,12 @@ def _write_shard(element, edu_output: str, max_record_bytes: int) -> dict:
         originals[row] = item
       if row is not None and row >= last:
         break
+  written = []
   for name, rows, score, int_score in chunks:
-    io.write_bytes_atomic(io.join(edu_output, f"{name}.parquet"),
-                          outputs.edu_bytes([originals[r] for r in rows], score, int_score))
-  return {"source": source, "kept": len(wanted)}
+    data = outputs.edu_bytes([originals[r] for r in rows], score, int_score)
+    io.write_bytes_atomic(io.join(edu_output, f"{name}.parquet"), data)
+    written.append({"name": name, **outputs.edu_entry(data)})
+  return {"source": source, "kept": len(wanted), "chunks": written}
 
 
 def _finish(counts, edu_output: str, threshold: float) -> None:

@@ -77,6 +77,7 @@ class _UnitProgress:
   unit: shards.Unit
   totals: dict = dataclasses.field(default_factory=outputs.empty_totals)  # all its chunks
   here: dict = dataclasses.field(default_factory=outputs.empty_totals)  # those scored by this attempt
+  edu: list = dataclasses.field(default_factory=list)  # each chunk's edu_entry, from its marker
   pending: int = 0  # chunks submitted and not finished
   read: bool = False  # every chunk of the unit submitted
 
@@ -122,12 +123,14 @@ class _InFlight:
       state = self._units.popleft()
       u = state.unit
       yield outputs.write_summary(self._config.output, u.source, u.index, u.count, state.totals,
-                                  state.here, self._worker.precision())
+                                  state.here, self._worker.precision(), state.edu)
 
   def _finish_oldest(self) -> None:
     state, future = self._chunks.popleft()
     counts, new = future.result()  # a machine fault raises here, and fails the bundle
     outputs.add(state.totals, counts)
+    if "edu" in counts:  # markers of an earlier koedu lack it; publishing then refuses the unit
+      state.edu.append({"chunk": counts["chunk"], **counts["edu"]})
     if new:
       outputs.add(state.here, counts)
       self._counters.count(counts)

@@ -15,6 +15,7 @@ Faults (JSON in KOEDU_FAULTS):
   file whose path holds that text: a crash between a chunk's outputs.
 - "backoff_seconds": S: the first retry's wait (pipeline.io.BACKOFF_SECONDS, 0.5 s in a real
   run), so that tests with many injected faults do not spend their time waiting.
+- "entry": MODULE: the command to run (default pipeline.run; pipeline.publish takes the same faults).
 - "count_to": PATH: at exit, write how many calls of each kind `faulty://` received, by the
   first path component under the output (scores, _done, ...) or "input", as JSON: {"launch":
   what the launcher did before the graph was built, "run": everything, "before_first": for each
@@ -236,7 +237,8 @@ def main() -> int:
     io.BACKOFF_SECONDS = FAULTS["backoff_seconds"]
   if FAULTS.get("device_failures"):
     _inject_device_failures(FAULTS["device_failures"], FAULTS.get("device_fail_after", 0))
-  from pipeline.run import main as run
+  import importlib
+  run = importlib.import_module(FAULTS.get("entry", "pipeline.run")).main
   return run(sys.argv[1:])
 
 

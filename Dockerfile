@@ -76,11 +76,11 @@ ENV TPU_SKIP_MDS_QUERY=1 \
     TPU_ACCELERATOR_TYPE=${TPU_ACCELERATOR_TYPE} \
     TPU_CHIPS_PER_HOST_BOUNDS=${TPU_CHIPS_PER_HOST_BOUNDS}
 
-# CPU images (no tpu extra) ship the fused CPU attention kernel built (model/fused_attention.py),
-# so that workers need no compiler; TPU workers never run it.
+# CPU images (no tpu extra) ship the CPU kernels built in every variant (model/cpu_kernels.py: the
+# worker loads the one its CPU runs), so that workers need no compiler; TPU workers never run them.
 ENV KOEDU_KERNEL_CACHE=/opt/koedu/kernels
 RUN case ",${KOEDU_EXTRAS}," in *,tpu,*) ;; *) \
       apt-get update && apt-get install -y --no-install-recommends g++ \
-      && python -m model.fused_attention \
+      && python -m model.cpu_kernels amx avx512bf16 avx512 \
       && apt-get purge -y g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* ;; \
     esac

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from model import cpu_matmul
 from model.config import ModelConfig
 from model.xlmr import XLMRobertaClassifier
 
@@ -139,6 +140,9 @@ def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray],
   flat = []
   for path, variable in nnx.to_flat_state(state):
     value = params[path]
+    if variable.get_metadata().get("layout") == cpu_matmul.LAYOUT and np.ndim(value) == 2:
+      # Packed for the AMX matmul once here, in the compute dtype, rather than in every call.
+      value = cpu_matmul.pack(np.asarray(jnp.asarray(value, dtype=variable.dtype)))
     if tuple(value.shape) != tuple(variable.shape):
       raise ValueError(f"{'.'.join(map(str, path))}: checkpoint shape {value.shape}, "
                        f"model shape {variable.shape}")

@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from model import cpu_matmul
+
 
 def bfloat16_3x_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
                             **kwargs):
@@ -42,7 +44,10 @@ def bfloat16_3x_dot_general(lhs, rhs, dimension_numbers, precision=None, preferr
   return (dot(lhs_high, rhs_low) + dot(lhs_low, rhs_high)) + dot(lhs_high, rhs_high)
 
 
-DOT_GENERAL = {"native": jax.lax.dot_general, "bfloat16_3x": bfloat16_3x_dot_general}
+# "amx": bf16 weight matmuls on Intel AMX tiles with kernels packed at load (model/cpu_matmul.py),
+# which model/runtime.py puts in place of "native" for bfloat16 on CPUs that have them.
+DOT_GENERAL = {"native": jax.lax.dot_general, "bfloat16_3x": bfloat16_3x_dot_general,
+               "amx": cpu_matmul.dot_general}
 
 
 @dataclasses.dataclass(frozen=True)

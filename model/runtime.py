@@ -29,10 +29,16 @@ ACCELERATORS = ("tpu", "gpu")  # jax's platform names for TPUs and CUDA (or ROCm
 # has measured cuDNN's and Pallas's fused kernels against it on a GPU (docs/benchmarks.md, "GPUs"):
 # it runs on any GPU, at any precision and row length, and is the op TPUs run.
 GPU_ATTENTION = "batched"
-# This jaxlib hands CPU dots to YNNPACK, which ran the encoder 10-29% slower than XLA's own Eigen
-# dots at every compiled shape (bench/shapes.py, docs/benchmarks.md). Set per compilation, not
-# through XLA_FLAGS, so that it holds whatever the process was started with.
-CPU_COMPILER_OPTIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
+# This jaxlib hands CPU dots to YNNPACK, which ran the fp32 encoder 10-29% slower than XLA's own
+# Eigen dots at every compiled shape (bench/shapes.py, docs/benchmarks.md); for bf16 dots it is the
+# other way round (YNNPACK about 2x Eigen, which widens them to fp32: bench/matmul.py), so bfloat16
+# keeps the default. Set per compilation, not through XLA_FLAGS, so that it holds whatever the
+# process was started with.
+CPU_COMPILER_OPTIONS = {
+    "float32": (("xla_cpu_experimental_ynn_fusion_type", ""),),
+    "bfloat16_3x": (("xla_cpu_experimental_ynn_fusion_type", ""),),
+    "bfloat16": (),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,9 @@ class Runtime:
   # Training keeps parameters in fp32 (the optimiser's master copy) under any precision, and
   # needs an attention with a gradient.
   training: bool = False
+  # The weight matmuls' kernel, a key of model.precision.DOT_GENERAL; None: the precision's own.
+  # "amx" (bf16 on Intel AMX, kernels packed at load) where choose_matmul finds it runs.
+  matmul: str | None = None
 
   def __post_init__(self):
     if self.precision not in COMPUTE:
@@ -54,6 +63,8 @@ class Runtime:
       raise ValueError(f"the mesh must have the one axis {DATA_AXIS!r}, got {self.mesh.axis_names}")
     if self.training and self.attention == "fused":
       raise ValueError("the fused attention kernel has no gradient; training needs 'rows' or 'batched'")
+    if self.matmul is not None and (self.training or self.precision != "bfloat16"):
+      raise ValueError(f"matmul {self.matmul!r} is for bfloat16 inference only")
 
   @property
   def platform(self) -> str:
@@ -93,7 +104,7 @@ class Runtime:
     """What XLMRobertaClassifier (and checkpoint.load_classifier) build the model with."""
     compute = COMPUTE[self.precision]
     return dict(dtype=compute.dtype, param_dtype=jnp.float32 if self.training else compute.dtype,
-                matmul=compute.matmul, attention=self.attention_fn())
+                matmul=self.matmul or compute.matmul, attention=self.attention_fn())
 
   def matmul_precision(self):
     """The context every traced function of the encoder runs under: the precision TPUs use for
@@ -128,7 +139,24 @@ def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", 
     attention = choose_gpu_attention(attention, COMPUTE[precision].dtype, cfg.head_dim)
   else:
     attention = choose_attention(attention, on_cpu, COMPUTE[precision].dtype, cfg.head_dim, training)
-  return Runtime(precision, attention, mesh, CPU_COMPILER_OPTIONS if on_cpu else (), training)
+  if not on_cpu:
+    return Runtime(precision, attention, mesh, (), training)
+  matmul = choose_matmul(cfg, mesh) if precision == "bfloat16" and not training else None
+  return Runtime(precision, attention, mesh, CPU_COMPILER_OPTIONS[precision], training, matmul)
+
+
+def choose_matmul(cfg: ModelConfig, mesh: jax.sharding.Mesh) -> str | None:
+  """bf16 weight matmuls on CPU: "amx" where the AMX kernel can run them (2-3x this jaxlib's
+  best bf16 dots, docs/benchmarks.md), else None (XLA's dots)."""
+  from model import cpu_matmul
+  h, f = cfg.hidden_size, cfg.intermediate_size
+  reason = (cpu_matmul.shape_reason([(h, h), (h, f), (f, h)]) or
+            ("it runs on one device; this mesh has %d" % mesh.devices.size if mesh.devices.size > 1 else None)
+            or cpu_matmul.unavailable_reason())
+  if reason is None:
+    return "amx"
+  log.info("bf16 weight matmuls through XLA's dots, not AMX: %s", reason)
+  return None
 
 
 def choose_gpu_attention(requested: str, dtype, head_dim: int) -> str:

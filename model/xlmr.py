@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import cpu_matmul
 from model.attention import batched_attention, segment_mask
 from model.config import ModelConfig
 from model.precision import DOT_GENERAL
@@ -76,8 +77,13 @@ def _dense(in_features: int, out_features: int, *, dtype, param_dtype, matmul, r
   # Under bf16 compute only the matmul inputs are bf16: products accumulate and come out in
   # fp32, so bias, GELU and the residual stream never round to bf16's 8 bits (TPU MXUs
   # accumulate in fp32 anyway; the cost is fp32 activations between fused ops).
+  # The AMX matmul reads its kernel packed once at load (model/cpu_matmul.py), so the parameter
+  # is declared in that shape and marked for model/convert.py to pack.
+  packed = dict(kernel_init=cpu_matmul.init, kernel_metadata={"layout": cpu_matmul.LAYOUT}) \
+      if matmul == cpu_matmul.LAYOUT else {}
   return nnx.Linear(in_features, out_features, dtype=dtype, param_dtype=param_dtype,
-                    preferred_element_type=jnp.float32, dot_general=DOT_GENERAL[matmul], rngs=rngs)
+                    preferred_element_type=jnp.float32, dot_general=DOT_GENERAL[matmul], rngs=rngs,
+                    **packed)
 
 
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -120,13 +126,14 @@ class SelfAttention(nnx.Module):
     hidden, self.probs_dropout, _ = dropout_rates(cfg)
     self.dropout = _dropout(hidden)
     self.max_length = cfg.max_length
+    self.output_axis = 0 if matmul == cpu_matmul.LAYOUT else 1  # of the kernel: N
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, rngs=None) -> jax.Array:
     batch, length, hidden = x.shape
     # One [hidden, 3 hidden] matmul rather than three: larger matmuls run nearer the machine's
     # peak, and the checkpoint keeps its three separate weights.
     projections = (self.query, self.key, self.value)
-    kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
+    kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=self.output_axis)
     bias = jnp.concatenate([p.bias[...] for p in projections])
     x_, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.query.dtype)
     qkv = self.query.dot_general(x_, kernel, (((x_.ndim - 1,), (0,)), ((), ())),

@@ -1,7 +1,7 @@
-// XLA FFI handler for the fused CPU attention of attention.h, registered from
-// model/fused_attention.py. Work items are (row, head) pairs, shared out over XLA's intra-op
-// thread pool; the calling thread takes items too, so the call finishes even if no pool thread
-// ever starts, and asks one helper fewer than the pool has threads so that the cores are not
+// XLA FFI handlers for the fused CPU attention of attention.h, fp32 and bf16, registered from
+// model/cpu_kernels.py. Work items are (row, head) pairs, shared out over XLA's intra-op thread
+// pool; the calling thread takes items too, so the call finishes even if no pool thread ever
+// starts, and asks one helper fewer than the pool has threads so that the cores are not
 // oversubscribed.
 #include <atomic>
 #include <memory>
@@ -14,10 +14,11 @@ namespace ffi = xla::ffi;
 
 namespace koedu {
 
+template <typename T>
 struct Work {
-  const float* qkv;
+  const T* qkv;
   const int32_t* segments;
-  float* out;
+  T* out;
   Shape shape;
   int64_t items;
   std::atomic<int64_t> next{0}, done{0};
@@ -27,25 +28,26 @@ struct Work {
   void drain() {
     std::unique_ptr<Scratch> scratch;
     for (int64_t item; (item = next.fetch_add(1)) < items;) {
-      if (!scratch) scratch = std::make_unique<Scratch>(shape);
+      if (!scratch) scratch = std::make_unique<Scratch>(shape, uses_pairs<T>());
       attend(qkv, segments, out, shape, item / shape.heads, item % shape.heads, *scratch);
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
 
-ffi::Error FusedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
-                          ffi::Buffer<ffi::S32> segments, ffi::ResultBuffer<ffi::F32> out) {
+template <ffi::DataType D, typename T>
+ffi::Error FusedAttention(ffi::ThreadPool pool, ffi::Buffer<D> qkv, ffi::Buffer<ffi::S32> segments,
+                          ffi::ResultBuffer<D> out) {
   auto dims = qkv.dimensions();
   if (dims.size() != 5 || dims[2] != 3 || dims[4] < 1 || dims[4] > kMaxHeadDim)
     return ffi::Error::InvalidArgument("qkv must be (rows, length, 3, heads, head_dim <= 64)");
   auto seg = segments.dimensions();
   if (seg.size() != 2 || seg[0] != dims[0] || seg[1] != dims[1])
     return ffi::Error::InvalidArgument("segment ids must be (rows, length) of qkv");
-  auto work = std::make_shared<Work>();
-  work->qkv = qkv.typed_data();
+  auto work = std::make_shared<Work<T>>();
+  work->qkv = reinterpret_cast<const T*>(qkv.typed_data());
   work->segments = segments.typed_data();
-  work->out = out->typed_data();
+  work->out = reinterpret_cast<T*>(out->typed_data());
   work->shape = {dims[0], dims[1], dims[3], dims[4]};
   work->items = dims[0] * dims[3];
   const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, work->items - 1);
@@ -57,9 +59,16 @@ ffi::Error FusedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
 
 }  // namespace koedu
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(KoeduFusedAttention, koedu::FusedAttention,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KoeduFusedAttention, (koedu::FusedAttention<ffi::F32, float>),
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(KoeduFusedAttentionBf16, (koedu::FusedAttention<ffi::BF16, koedu::bf16_t>),
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>());

@@ -1,5 +1,9 @@
 // Self-attention of one (row, head) at a time, fused: scores, softmax and the weighted sum of
-// values for a block of queries stay in L1/L2 and never reach memory. fp32, AVX-512F.
+// values for a block of queries stay in L1/L2 and never reach memory. fp32 or bf16 in and out,
+// fp32 softmax and accumulation, AVX-512F; for bf16 with AVX512-BF16 (compiled with
+// -mavx512bf16) the two products are bf16 dot products (vdpbf16ps) over pairs of elements, the
+// softmax weights rounded to bf16 before the product with V as XLA's bf16 attention rounds them;
+// without it bf16 is widened to fp32 and takes the fp32 path.
 //
 // Layout, as model/xlmr.py holds it: qkv (rows, length, 3, heads, head_dim), segment ids
 // (rows, length) with 0 for padding, out (rows, length, heads, head_dim). A query attends to
@@ -14,9 +18,32 @@
 #include <cstdint>
 #include <unordered_map>
 #include <utility>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace koedu {
+
+using bf16_t = uint16_t;
+
+static inline float widen(float x) { return x; }
+static inline float widen(bf16_t x) {
+  uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// fp32 -> bf16, rounding to nearest even (what XLA's convert and vcvtneps2bf16 do); NaN stays NaN.
+static inline bf16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16_t>((bits >> 16) | 0x40);
+  return static_cast<bf16_t>((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
+}
+
+static inline void narrow(float x, float* out) { *out = x; }
+static inline void narrow(float x, bf16_t* out) { *out = to_bf16(x); }
 
 constexpr int kMaxHeadDim = 64;  // 4 zmm registers per value row
 constexpr int kQueries = 6;      // queries per block: 6 x 4 accumulators + loads fit 32 registers
@@ -46,15 +73,30 @@ static inline __m512 exp_nonpositive(__m512 x) {
 
 // What one thread reuses across items: K transposed (head_dim, padded length), V packed
 // (padded length, 64), the row's segment ids padded with 0, a block of queries and scores.
+// The bf16 path keeps pairs of bf16 in 32-bit words, the layout of vdpbf16ps's operands:
+// K transposed by pairs of dimensions (head_dim / 2, padded length), V by pairs of keys
+// (padded length / 2, 64), the queries' pairs, and the softmax weights rounded to bf16.
 struct Scratch {
-  int64_t stride;
+  int64_t stride, pairs;
   std::vector<float> kt, v, q, scores;
+  std::vector<uint32_t> kt2, v2, q2;
+  std::vector<bf16_t> weights;
   std::vector<int32_t> segments;
   std::vector<int64_t> first, last;
-  explicit Scratch(const Shape& s)
-      : stride(s.padded_length()), kt(s.head_dim * stride), v(stride * kMaxHeadDim),
-        q(kQueries * s.head_dim), scores(kQueries * stride), segments(stride), first(s.length),
-        last(s.length) {}
+  Scratch(const Shape& s, bool pairs_layout)
+      : stride(s.padded_length()), pairs((s.head_dim + 1) / 2), scores(kQueries * stride),
+        segments(stride), first(s.length), last(s.length) {
+    if (pairs_layout) {
+      kt2.resize(pairs * stride);
+      v2.resize(stride / 2 * kMaxHeadDim);
+      q2.resize(kQueries * pairs);
+      weights.resize(kQueries * stride);
+    } else {
+      kt.resize(s.head_dim * stride);
+      v.resize(stride * kMaxHeadDim);
+      q.resize(kQueries * s.head_dim);
+    }
+  }
 };
 
 // scores[i, j] = q[i] . k[j] for keys [begin, end), both multiples of 16.
@@ -114,9 +156,23 @@ static inline float masked_softmax(float* scores, const int32_t* segments, int32
 }
 
 // out[i] = inverse_sum[i] * sum_j weights[i, j] v[j] over keys [begin, end); DV vectors of 16.
-template <int MR, int DV>
+// Stores head_dim values of `acc` (DV vectors) at `out`, rounding to bf16 where out is bf16.
+template <int DV>
+static inline void store_row(const __m512* acc, __m512 scale, int64_t head_dim, float* out) {
+  const __mmask16 tail = static_cast<__mmask16>((1u << (head_dim - 16 * (DV - 1))) - 1);
+  for (int c = 0; c < DV; ++c)
+    _mm512_mask_storeu_ps(out + 16 * c, c + 1 < DV ? 0xffff : tail, _mm512_mul_ps(acc[c], scale));
+}
+template <int DV>
+static inline void store_row(const __m512* acc, __m512 scale, int64_t head_dim, bf16_t* out) {
+  alignas(64) float row[16 * DV];
+  for (int c = 0; c < DV; ++c) _mm512_store_ps(row + 16 * c, _mm512_mul_ps(acc[c], scale));
+  for (int64_t d = 0; d < head_dim; ++d) out[d] = to_bf16(row[d]);
+}
+
+template <int MR, int DV, typename T>
 static inline void weights_value(const float* weights, const Scratch& w, int64_t begin, int64_t end,
-                                 const float* inverse_sum, int64_t head_dim, float* out,
+                                 const float* inverse_sum, int64_t head_dim, T* out,
                                  int64_t out_stride) {
   __m512 acc[MR][DV];
   for (int i = 0; i < MR; ++i)
@@ -129,17 +185,86 @@ static inline void weights_value(const float* weights, const Scratch& w, int64_t
       for (int c = 0; c < DV; ++c) acc[i][c] = _mm512_fmadd_ps(b, v[c], acc[i][c]);
     }
   }
-  const __mmask16 tail = static_cast<__mmask16>((1u << (head_dim - 16 * (DV - 1))) - 1);
-  for (int i = 0; i < MR; ++i) {
-    __m512 scale = _mm512_set1_ps(inverse_sum[i]);
-    for (int c = 0; c < DV; ++c)
-      _mm512_mask_storeu_ps(out + i * out_stride + 16 * c, c + 1 < DV ? 0xffff : tail,
-                            _mm512_mul_ps(acc[i][c], scale));
+  for (int i = 0; i < MR; ++i)
+    store_row<DV>(acc[i], _mm512_set1_ps(inverse_sum[i]), head_dim, out + i * out_stride);
+}
+
+#ifdef __AVX512BF16__
+// scores[i, j] = q[i] . k[j] for keys [begin, end), by pairs of dimensions.
+template <int MR>
+static inline void query_key_pairs(const Scratch& w, int64_t begin, int64_t end, float* scores) {
+  const int64_t stride = w.stride, pairs = w.pairs;
+  const uint32_t* q = w.q2.data();
+  int64_t j = begin;
+  for (; j + 64 <= end; j += 64) {
+    __m512 acc[MR][4];
+    for (int i = 0; i < MR; ++i)
+      for (int c = 0; c < 4; ++c) acc[i][c] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < pairs; ++p) {
+      const uint32_t* k = w.kt2.data() + p * stride + j;
+      __m512bh k0 = (__m512bh)_mm512_loadu_si512(k), k1 = (__m512bh)_mm512_loadu_si512(k + 16),
+               k2 = (__m512bh)_mm512_loadu_si512(k + 32), k3 = (__m512bh)_mm512_loadu_si512(k + 48);
+      for (int i = 0; i < MR; ++i) {
+        __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[i * pairs + p]));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], k0, b);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], k1, b);
+        acc[i][2] = _mm512_dpbf16_ps(acc[i][2], k2, b);
+        acc[i][3] = _mm512_dpbf16_ps(acc[i][3], k3, b);
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int c = 0; c < 4; ++c) _mm512_storeu_ps(scores + i * stride + j + 16 * c, acc[i][c]);
+  }
+  for (; j < end; j += 16) {
+    __m512 acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < pairs; ++p) {
+      __m512bh k = (__m512bh)_mm512_loadu_si512(w.kt2.data() + p * stride + j);
+      for (int i = 0; i < MR; ++i)
+        acc[i] = _mm512_dpbf16_ps(acc[i], k, (__m512bh)_mm512_set1_epi32(static_cast<int>(q[i * pairs + p])));
+    }
+    for (int i = 0; i < MR; ++i) _mm512_storeu_ps(scores + i * stride + j, acc[i]);
   }
 }
 
-template <int MR>
-static void query_block(const float* qkv, float* out, const Shape& s, int64_t row, int64_t head,
+// out[i] = inverse_sum[i] * sum_j weights[i, j] v[j] over keys [begin, end), by pairs of keys;
+// the weights rounded to bf16 first.
+template <int MR, int DV>
+static inline void weights_value_pairs(Scratch& w, int64_t begin, int64_t end, const float* inverse_sum,
+                                       int64_t head_dim, bf16_t* out, int64_t out_stride) {
+  for (int i = 0; i < MR; ++i)
+    for (int64_t j = begin; j < end; j += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(w.weights.data() + i * w.stride + j),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(w.scores.data() + i * w.stride + j)));
+  const uint32_t* weight_pairs = reinterpret_cast<const uint32_t*>(w.weights.data());
+  __m512 acc[MR][DV];
+  for (int i = 0; i < MR; ++i)
+    for (int c = 0; c < DV; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t jp = begin / 2; jp < end / 2; ++jp) {
+    __m512bh v[DV];
+    for (int c = 0; c < DV; ++c) v[c] = (__m512bh)_mm512_loadu_si512(w.v2.data() + jp * kMaxHeadDim + 16 * c);
+    for (int i = 0; i < MR; ++i) {
+      __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(weight_pairs[i * w.stride / 2 + jp]));
+      for (int c = 0; c < DV; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], v[c], b);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    store_row<DV>(acc[i], _mm512_set1_ps(inverse_sum[i]), head_dim, out + i * out_stride);
+}
+#endif
+
+// The pair layout (vdpbf16ps) runs bf16 where the CPU has it; everything else computes in fp32.
+template <typename T>
+constexpr bool uses_pairs() {
+#ifdef __AVX512BF16__
+  return std::is_same_v<T, bf16_t>;
+#else
+  return false;
+#endif
+}
+
+template <int MR, typename T>
+static void query_block(const T* qkv, T* out, const Shape& s, int64_t row, int64_t head,
                         int64_t i0, Scratch& w) {
   const int64_t hidden = s.heads * s.head_dim;
   const int32_t* segments = w.segments.data();
@@ -149,19 +274,34 @@ static void query_block(const float* qkv, float* out, const Shape& s, int64_t ro
     begin = std::min(begin, w.first[i0 + i]);
     end = std::max(end, w.last[i0 + i] + 1);
   }
-  float* o = out + (row * s.length + i0) * hidden + head * s.head_dim;
+  T* o = out + (row * s.length + i0) * hidden + head * s.head_dim;
   if (begin >= end) {  // padding queries only
-    for (int i = 0; i < MR; ++i) std::fill(o + i * hidden, o + i * hidden + s.head_dim, 0.f);
+    for (int i = 0; i < MR; ++i) std::fill(o + i * hidden, o + i * hidden + s.head_dim, T(0));
     return;
   }
   begin = begin / 16 * 16;
   end = (end + 15) / 16 * 16;
   // The same rounding as q * (1 / sqrt(head_dim)) in the compute dtype before the product.
-  const float scale = 1.f / std::sqrt(static_cast<float>(s.head_dim));
+  float scale = 1.f / std::sqrt(static_cast<float>(s.head_dim));
+  if constexpr (std::is_same_v<T, bf16_t>) scale = widen(to_bf16(scale));
   for (int i = 0; i < MR; ++i) {
-    const float* q = qkv + (row * s.length + i0 + i) * 3 * hidden + head * s.head_dim;
-    for (int64_t d = 0; d < s.head_dim; ++d) w.q[i * s.head_dim + d] = q[d] * scale;
+    const T* q = qkv + (row * s.length + i0 + i) * 3 * hidden + head * s.head_dim;
+    if constexpr (uses_pairs<T>()) {
+      for (int64_t p = 0; p < w.pairs; ++p) {
+        const uint32_t low = to_bf16(widen(q[2 * p]) * scale);
+        const uint32_t high = 2 * p + 1 < s.head_dim ? to_bf16(widen(q[2 * p + 1]) * scale) : 0;
+        w.q2[i * w.pairs + p] = low | high << 16;
+      }
+    } else if constexpr (std::is_same_v<T, bf16_t>) {
+      for (int64_t d = 0; d < s.head_dim; ++d) w.q[i * s.head_dim + d] = widen(to_bf16(widen(q[d]) * scale));
+    } else {
+      for (int64_t d = 0; d < s.head_dim; ++d) w.q[i * s.head_dim + d] = q[d] * scale;
+    }
   }
+#ifdef __AVX512BF16__
+  if constexpr (uses_pairs<T>()) query_key_pairs<MR>(w, begin, end, w.scores.data());
+  else
+#endif
   query_key<MR>(w.q.data(), s.head_dim, w, begin, end, w.scores.data());
   float inverse_sum[MR];
   for (int i = 0; i < MR; ++i) {
@@ -169,6 +309,17 @@ static void query_block(const float* qkv, float* out, const Shape& s, int64_t ro
     inverse_sum[i] = segment == 0 ? 0.f
         : masked_softmax(w.scores.data() + i * w.stride, segments, segment, begin, end);
   }
+#ifdef __AVX512BF16__
+  if constexpr (uses_pairs<T>()) {
+    switch (s.value_vectors()) {
+      case 1: weights_value_pairs<MR, 1>(w, begin, end, inverse_sum, s.head_dim, o, hidden); break;
+      case 2: weights_value_pairs<MR, 2>(w, begin, end, inverse_sum, s.head_dim, o, hidden); break;
+      case 3: weights_value_pairs<MR, 3>(w, begin, end, inverse_sum, s.head_dim, o, hidden); break;
+      default: weights_value_pairs<MR, 4>(w, begin, end, inverse_sum, s.head_dim, o, hidden);
+    }
+    return;
+  }
+#endif
   switch (s.value_vectors()) {
     case 1: weights_value<MR, 1>(w.scores.data(), w, begin, end, inverse_sum, s.head_dim, o, hidden); break;
     case 2: weights_value<MR, 2>(w.scores.data(), w, begin, end, inverse_sum, s.head_dim, o, hidden); break;
@@ -193,15 +344,29 @@ static inline void segment_spans(const int32_t* segments, int64_t length, Scratc
 }
 
 // Attention of one (row, head). Requires head_dim <= 64.
-static inline void attend(const float* qkv, const int32_t* segment_ids, float* out, const Shape& s,
+template <typename T>
+static inline void attend(const T* qkv, const int32_t* segment_ids, T* out, const Shape& s,
                           int64_t row, int64_t head, Scratch& w) {
   const int64_t hidden = s.heads * s.head_dim;
   const int32_t* segments = segment_ids + row * s.length;
   std::copy(segments, segments + s.length, w.segments.begin());  // the padded tail stays 0
   for (int64_t j = 0; j < s.length; ++j) {
-    const float* k = qkv + ((row * s.length + j) * 3 + 1) * hidden + head * s.head_dim;
-    for (int64_t d = 0; d < s.head_dim; ++d) w.kt[d * w.stride + j] = k[d];
-    std::copy(k + hidden, k + hidden + s.head_dim, w.v.begin() + j * kMaxHeadDim);
+    const T* k = qkv + ((row * s.length + j) * 3 + 1) * hidden + head * s.head_dim;
+    const T* v = k + hidden;
+    if constexpr (uses_pairs<T>()) {
+      // Halves of 32-bit words: dimensions (2p, 2p + 1) of key j; keys (2jp, 2jp + 1) of value c.
+      auto* kt = reinterpret_cast<bf16_t*>(w.kt2.data());
+      auto* vv = reinterpret_cast<bf16_t*>(w.v2.data());
+      for (int64_t d = 0; d < s.head_dim; ++d) {
+        kt[2 * ((d / 2) * w.stride + j) + d % 2] = k[d];
+        vv[2 * ((j / 2) * kMaxHeadDim + d) + j % 2] = v[d];
+      }
+    } else {
+      for (int64_t d = 0; d < s.head_dim; ++d) {
+        w.kt[d * w.stride + j] = widen(k[d]);
+        w.v[j * kMaxHeadDim + d] = widen(v[d]);
+      }
+    }
   }
   segment_spans(segments, s.length, w);
   int64_t i0 = 0;

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model import fused_attention
+from model import cpu_kernels, fused_attention
 from model.attention import row_attention
 from model.runtime import choose_attention
 
@@ -92,8 +92,11 @@ def test_softmax_weights_to_float_rounding(spread):
 
 
 def test_what_the_kernel_cannot_run_is_said():
-  assert "float32, not bfloat16" in fused_attention.supports(64, jnp.bfloat16)
+  assert "float32 or bfloat16, not float16" in fused_attention.supports(64, jnp.float16)
   assert "head_dim 80" in fused_attention.supports(80, jnp.float32)
+  assert cpu_kernels.best_variant(frozenset({"avx512f", "avx512_bf16"})) == "avx512bf16"
+  assert cpu_kernels.best_variant(frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) == "amx"
+  assert cpu_kernels.best_variant(frozenset({"avx2"})) is None
   if fused_attention.unavailable_reason() is None:
     assert fused_attention.supports(64, jnp.float32) is None
   else:
@@ -103,28 +106,28 @@ def test_what_the_kernel_cannot_run_is_said():
 
 @needs_kernel
 def test_build_is_cached_and_atomic(tmp_path):
-  cxx = fused_attention.compiler()
-  built = fused_attention.build(cxx, str(tmp_path))
+  cxx = cpu_kernels.compiler()
+  built = cpu_kernels.build(cxx, str(tmp_path))
   stamp = os.stat(built).st_mtime_ns
-  assert fused_attention.build(cxx, str(tmp_path)) == built
-  assert fused_attention.build(None, str(tmp_path)) == built, "a built library needs no compiler"
+  assert cpu_kernels.build(cxx, str(tmp_path)) == built
+  assert cpu_kernels.build(None, str(tmp_path)) == built, "a built library needs no compiler"
   assert os.stat(built).st_mtime_ns == stamp, "a cached build was rebuilt"
   assert os.listdir(tmp_path) == [os.path.basename(built)], "a partial build was left behind"
 
 
 def test_a_failing_or_missing_compiler_is_a_clear_error(tmp_path):
-  with pytest.raises(RuntimeError, match="false could not build the fused attention kernel"):
-    fused_attention.build("false", str(tmp_path))
-  with pytest.raises(RuntimeError, match=r"no C\+\+ compiler to build .*koedu_attention_"):
-    fused_attention.build(None, str(tmp_path))
+  with pytest.raises(RuntimeError, match="false could not build the avx512 CPU kernels"):
+    cpu_kernels.build("false", str(tmp_path))
+  with pytest.raises(RuntimeError, match=r"no C\+\+ compiler to build .*koedu_kernels_avx512_"):
+    cpu_kernels.build(None, str(tmp_path))
   assert os.listdir(tmp_path) == []
 
 
 def test_cxx_names_the_compiler(monkeypatch):
   monkeypatch.setenv("CXX", "true")
-  assert fused_attention.compiler() == "true"
+  assert cpu_kernels.compiler() == "true"
   monkeypatch.setenv("CXX", "no-such-compiler-here")
-  assert fused_attention.compiler() in ("c++", "g++", None)
+  assert cpu_kernels.compiler() in ("c++", "g++", None)
 
 
 def test_the_scorer_falls_back_and_says_why(caplog):

@@ -1,0 +1,71 @@
+"""The encoder's weight matmuls in bf16 on Intel AMX tiles (model/kernels/matmul.*), an XLA
+custom call, for `--dtype bfloat16` on CPUs that have them.
+
+This jaxlib's CPU dot libraries do not use AMX: its bf16 dots run at 300 GFLOP/s at best (YNNPACK;
+Eigen and its oneDNN path widen them to fp32), where AMX multiplies 16 x 16 x 32 blocks per
+instruction. The kernel reads the weights packed in AMX's pair layout (`pack`), which is done
+once when the model loads: a kernel parameter of this path holds (N / 32, K / 2, 32, 2) bf16
+in place of (K, N) (model/xlmr.py declares it, model/convert.py fills it). Products of bf16
+inputs accumulate in fp32 and come out in fp32, as XLA's bf16 dots with fp32 output do.
+
+One device only: XLA cannot partition a custom call, and CPU scoring runs one device unless
+told otherwise; model/runtime.py chooses this path only then.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model import cpu_kernels
+
+LAYOUT = "amx"  # the Param metadata that marks a packed kernel
+BLOCK = 32  # K and N must be multiples of it
+
+
+def unavailable_reason() -> str | None:
+  """None where the AMX kernels are built and registered; else why not."""
+  if cpu_kernels.best_variant() != "amx":
+    return "this CPU has no AMX (amx_bf16, amx_tile) or no AVX512-BF16"
+  return cpu_kernels.unavailable_reason("amx")
+
+
+def shape_reason(shapes) -> str | None:
+  """None if every (K, N) in `shapes` is a multiple of the kernel's block; else why not."""
+  odd = [f"{k}x{n}" for k, n in shapes if k % BLOCK or n % BLOCK]
+  return f"weight shapes {', '.join(odd)} are not multiples of {BLOCK}" if odd else None
+
+
+def packed_shape(k: int, n: int) -> tuple[int, int, int, int]:
+  return (n // BLOCK, k // 2, BLOCK, 2)
+
+
+def pack(kernel) -> np.ndarray:
+  """(K, N) -> (N / 32, K / 2, 32, 2): strips of 32 columns, each its K / 2 rows of column pairs,
+  packed[s, r, j, i] = kernel[2r + i, 32s + j] (matmul.h says why)."""
+  kernel = np.asarray(kernel)
+  k, n = kernel.shape
+  return np.ascontiguousarray(kernel.reshape(k // 2, 2, n // BLOCK, BLOCK).transpose(2, 0, 3, 1))
+
+
+def unpack(packed) -> np.ndarray:
+  """The inverse of `pack`: what the checkpoint holds."""
+  packed = np.asarray(packed)
+  strips, pairs = packed.shape[:2]
+  return np.ascontiguousarray(packed.transpose(1, 3, 0, 2).reshape(pairs * 2, strips * BLOCK))
+
+
+def init(key, shape, dtype):
+  """A kernel_init for nnx.Linear that declares the packed shape (values come from the checkpoint)."""
+  del key
+  return jnp.zeros(packed_shape(*shape), dtype)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+  """lhs (..., K) @ a packed kernel -> (..., N) float32: nnx.Linear's one contraction."""
+  del precision, preferred_element_type, kwargs
+  if tuple(map(tuple, dimension_numbers[0])) != ((lhs.ndim - 1,), (0,)) or rhs.ndim != 4:
+    raise ValueError(f"the AMX matmul takes (..., K) @ a packed kernel, got {dimension_numbers}")
+  out = jax.ShapeDtypeStruct(lhs.shape[:-1] + (rhs.shape[0] * BLOCK,), jnp.float32)
+  target = cpu_kernels.target(cpu_kernels.AMX_MATMUL, "amx")
+  return jax.ffi.ffi_call(target, out)(lhs.astype(jnp.bfloat16), rhs.astype(jnp.bfloat16))

@@ -1,0 +1,147 @@
+"""bf16 on CPU: the AMX weight matmuls (model/cpu_matmul.py) and the fused attention in bf16
+(model/kernels/attention.h), each against XLA's bf16 of the same values, and the whole encoder
+against fp32 and transformers.
+
+Kernels this CPU cannot run are skipped with the reason; the fused attention's bf16 path is
+tested in every variant the CPU runs (dot products by AVX512-BF16, or widened to fp32).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from model import cpu_kernels, cpu_matmul, fused_attention, runtime
+from model.attention import row_attention
+from model.checkpoint import load_classifier, read_config
+from model.runner import EncoderRunner, RunnerConfig, load_runner
+from model.tokenize import DocumentTokenizer
+from tests.model.reference import mixed_texts, torch_classifier, torch_document_scores
+from tests.model.test_fused_attention import SHAPES, attention_float64, packed_segments
+
+AMX = cpu_matmul.unavailable_reason()
+needs_amx = pytest.mark.skipif(AMX is not None, reason=f"AMX matmul: {AMX}")
+VARIANTS = [pytest.param(v, marks=pytest.mark.skipif(cpu_kernels.unavailable_reason(v) is not None,
+                                                     reason=f"{v}: {cpu_kernels.unavailable_reason(v)}"))
+            for v in cpu_kernels.VARIANTS]
+
+
+def bf16(rng, shape, scale=1.0):
+  return (rng.standard_normal(shape) * scale).astype(ml_dtypes.bfloat16)
+
+
+def test_packing_is_a_permutation():
+  kernel = np.arange(64 * 96, dtype=np.float32).reshape(64, 96)
+  packed = cpu_matmul.pack(kernel)
+  assert packed.shape == cpu_matmul.packed_shape(64, 96) == (3, 32, 32, 2)
+  assert packed[2, 5, 7, 1] == kernel[11, 71]
+  np.testing.assert_array_equal(cpu_matmul.unpack(packed), kernel)
+  assert cpu_matmul.shape_reason([(64, 96), (36, 64)]) == "weight shapes 36x64 are not multiples of 32"
+
+
+@needs_amx
+@pytest.mark.parametrize("m,k,n", [(1, 32, 32), (37, 64, 96), (100, 96, 64), (300, 512, 96), (64, 768, 2304)])
+def test_amx_matmul_matches_float64_of_the_same_bf16(m, k, n):
+  # Odd M: the rows past the last 32 go through a padded copy; K past 256: several depth passes.
+  rng = np.random.default_rng(m + k + n)
+  a, w = bf16(rng, (m, k)), bf16(rng, (k, n))
+  ours = np.asarray(jax.jit(lambda x, p: cpu_matmul.dot_general(x, p, (((1,), (0,)), ((), ()))))(
+      jnp.asarray(a), jnp.asarray(cpu_matmul.pack(w))))
+  exact = a.astype(np.float64) @ w.astype(np.float64)
+  scale = np.abs(a).astype(np.float64) @ np.abs(w).astype(np.float64)
+  assert ours.dtype == np.float32 and ours.shape == (m, n)
+  assert (np.abs(ours - exact) / scale).max() < 1e-6  # fp32 accumulation of exact products
+  xla = np.asarray(jax.lax.dot_general(jnp.asarray(a), jnp.asarray(w), (((1,), (0,)), ((), ())),
+                                       preferred_element_type=jnp.float32))
+  assert (np.abs(ours - xla) / scale).max() < 1e-6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bf16_attention_matches_xla_bf16_attention(variant, shape):
+  rng = np.random.default_rng(sum(shape))
+  rows, length, heads, head_dim = shape
+  qkv = jnp.asarray(rng.standard_normal((rows, length, 3, heads, head_dim)) * 3, jnp.bfloat16)
+  segments = packed_segments(rng, rows, length)
+  segments[0, : length // 2] = 1
+  segments[-1, ::3] = 7
+  ours = jax.jit(lambda x, s: fused_attention.fused_attention(x, s, variant))(qkv, jnp.asarray(segments))
+  assert ours.dtype == jnp.bfloat16
+  ours = np.asarray(ours, np.float32)
+  xla = np.asarray(jax.jit(row_attention)(qkv, jnp.asarray(segments)), np.float32)
+  exact = attention_float64(np.asarray(qkv, np.float32), segments)
+  real = segments != 0
+  scale = np.abs(exact[real]).max()
+  # XLA's bf16 attention rounds q * scale, the softmax weights and the output to bf16; so does
+  # the kernel (a bf16 step of the output is 2^-8 of it), widened or by AVX512-BF16 dot products.
+  assert np.abs(ours - xla)[real].max() <= 8e-3 * scale
+  assert np.abs(ours - exact)[real].max() <= np.abs(xla - exact)[real].max() + 4e-3 * scale
+  assert (ours[~real] == 0).all(), "padding queries get zeros"
+
+
+# A width the AMX matmul runs (multiples of 32), heads of 32; the session's default checkpoint
+# (hidden 36) runs XLA's dots.
+WIDE = dict(hidden_size=64, num_attention_heads=2, intermediate_size=96, num_hidden_layers=2)
+
+
+@pytest.fixture(scope="module")
+def wide_checkpoint(make_checkpoint):
+  return make_checkpoint(**WIDE)
+
+
+def runner(model_dir, precision, attention="auto", matmul="auto") -> EncoderRunner:
+  rt = runtime.resolve(read_config(model_dir), precision, attention)
+  if matmul != "auto":
+    rt = dataclasses.replace(rt, matmul=matmul)
+  _, model = load_classifier(model_dir, **rt.model_kwargs())
+  return EncoderRunner(model, rt, RunnerConfig(max_length=45, row_lengths=(16, 32, 48), tokens_per_device=96))
+
+
+def test_cpu_bfloat16_resolves_to_the_fastest_kernels(wide_checkpoint, checkpoint_dir):
+  rt = runtime.resolve(read_config(wide_checkpoint), "bfloat16")
+  assert rt.compiler_options == runtime.CPU_COMPILER_OPTIONS["bfloat16"] == ()
+  assert runtime.resolve(read_config(wide_checkpoint), "float32").compiler_options == \
+      (("xla_cpu_experimental_ynn_fusion_type", ""),)
+  assert rt.matmul == ("amx" if AMX is None else None)
+  if fused_attention.unavailable_reason() is None:
+    assert rt.attention == "fused"
+  assert runtime.resolve(read_config(checkpoint_dir), "bfloat16").matmul is None  # hidden 36
+  assert runtime.resolve(read_config(wide_checkpoint), "float32").matmul is None
+  with pytest.raises(ValueError, match="bfloat16 inference only"):
+    dataclasses.replace(rt, precision="float32", matmul="amx")
+
+
+@needs_amx
+def test_weights_are_packed_once_at_load(wide_checkpoint):
+  scorer = runner(wide_checkpoint, "bfloat16")
+  layer = scorer._state["layers"][0]
+  kernel = layer["mlp"]["intermediate"]["kernel"]
+  assert kernel.shape == cpu_matmul.packed_shape(64, 96) and kernel.dtype == jnp.bfloat16
+  _, plain = load_classifier(wide_checkpoint)
+  np.testing.assert_array_equal(cpu_matmul.unpack(np.asarray(kernel, np.float32)),
+                                np.asarray(plain.layers[0].mlp.intermediate.kernel[...].astype(jnp.bfloat16), np.float32))
+  # The compiled program calls the kernel and no XLA dot for the encoder's weights.
+  spec = jax.ShapeDtypeStruct((2, 16), jnp.int32)
+  text = scorer._forward.lower(scorer._state, spec, spec, spec, jax.ShapeDtypeStruct((2, 2), jnp.int32)).as_text()
+  assert text.count(cpu_kernels.AMX_MATMUL) == 4 * WIDE["num_hidden_layers"]  # QKV, output, FFN x2
+
+
+@pytest.fixture(scope="module")
+def wide_documents(wide_checkpoint):
+  return DocumentTokenizer(wide_checkpoint, 45)(mixed_texts(seed=29)).ids
+
+
+def test_bfloat16_scores_stay_near_float32_and_transformers(wide_checkpoint, wide_documents, max_abs_diff):
+  fp32 = runner(wide_checkpoint, "float32").run(wide_documents)
+  fast = runner(wide_checkpoint, "bfloat16").run(wide_documents)
+  xla = runner(wide_checkpoint, "bfloat16", attention="rows", matmul=None).run(wide_documents)
+  spread = np.ptp(fp32)
+  assert max_abs_diff("bfloat16 (fastest kernels) vs float32", fast, fp32) <= 0.02 * spread
+  # The same products as XLA's bf16 dots and attention: nearer each other than either is to fp32.
+  assert max_abs_diff("bfloat16 kernels vs XLA bfloat16", fast, xla) <= 0.5 * np.abs(xla - fp32).max() + 1e-6
+  ref = torch_document_scores(torch_classifier(wide_checkpoint), wide_documents)
+  assert max_abs_diff("bfloat16 vs transformers", fast, ref) <= 0.02 * spread

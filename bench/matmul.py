@@ -10,8 +10,10 @@ the two frameworks, fp32, at the same thread count (every core).
 
 JAX runs once per set of XLA flags (flags are read when the backend starts, so each set gets its
 own process): this jaxlib sends dots to YNNPACK by default; the variants turn that off (XLA's
-Eigen kernels) or hand dots to oneDNN or XNNPACK instead. bf16 is measured for the record: it is
-what a TPU runs, and this CPU has AMX tiles.
+Eigen kernels) or hand dots to oneDNN or XNNPACK instead (their enum names, as compiler options
+take them). bf16 also runs koedu's own AMX kernel (model/cpu_matmul.py, weights packed before the
+clock as the model packs them at load) where the CPU has AMX: none of XLA's CPU dot libraries in
+this jaxlib reaches AMX (`ONEDNN_VERBOSE=1` shows its oneDNN path running fp32 `gemm_api`).
 """
 from __future__ import annotations
 
@@ -28,9 +30,12 @@ from bench import common
 JAX_VARIANTS = {
     "jax (default: YNNPACK dots)": "",
     "jax, YNNPACK off (Eigen)": "--xla_cpu_experimental_ynn_fusion_type=",
-    "jax, oneDNN dots": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_onednn_fusion_type=dot",
-    "jax, XNNPACK dots": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_xnn_fusion_type=dot",
+    "jax, oneDNN dots": "--xla_cpu_experimental_ynn_fusion_type= "
+                        "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
+    "jax, XNNPACK dots": "--xla_cpu_experimental_ynn_fusion_type= "
+                         "--xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_DOT",
 }
+AMX = "koedu AMX kernel (bf16 only)"
 
 
 def _time(fn, seconds: float) -> float:
@@ -57,6 +62,9 @@ def measure(framework: str, dtype: str, tokens: int, seconds: float) -> dict:
     import jax.numpy as jnp
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     matmul = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jdtype))
+    if framework == "koedu-amx":
+      from model import cpu_matmul
+      matmul = jax.jit(lambda a, b: cpu_matmul.dot_general(a, b, (((1,), (0,)), ((), ()))))
     threads = os.cpu_count()
   for size in common.SIZES:
     for k, n, _ in common.matmul_shapes(size):
@@ -69,6 +77,8 @@ def measure(framework: str, dtype: str, tokens: int, seconds: float) -> dict:
           seconds_per_call = _time(lambda: xt @ wt, seconds)
       else:
         xj, wj = jnp.asarray(x, jdtype), jnp.asarray(w, jdtype)
+        if framework == "koedu-amx":
+          wj = jnp.asarray(cpu_matmul.pack(np.asarray(wj)))
         seconds_per_call = _time(lambda: matmul(xj, wj).block_until_ready(), seconds)
       out[f"{k}x{n}"] = 2 * tokens * k * n / seconds_per_call / 1e9
   return {"gflops": out, "threads": threads}
@@ -100,11 +110,13 @@ def main(argv=None) -> int:
 
   command = common.command_line()
   runs = []
+  from model import cpu_matmul
+  amx = [(AMX, "")] if cpu_matmul.unavailable_reason() is None else []
   for dtype in ("float32", "bfloat16"):
-    for name, flags in [("torch", None), *JAX_VARIANTS.items()]:
+    for name, flags in [("torch", None), *JAX_VARIANTS.items(), *(amx if dtype == "bfloat16" else [])]:
       common.wait_until_quiet()
       env = {"XLA_FLAGS": flags} if flags is not None else {}
-      framework = "torch" if flags is None else "jax"
+      framework = "torch" if flags is None else "koedu-amx" if name == AMX else "jax"
       result = common.run_variant("bench.matmul", ["--tokens", str(args.tokens), "--seconds", str(args.seconds),
                                                    "--variant", f"{framework}:{dtype}"], env)
       result.update(name=name, dtype=dtype, xla_flags=flags)

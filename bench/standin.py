@@ -139,18 +139,21 @@ def train(args) -> tuple[str, dict]:
 
 # ---------------------------------------------------------------------------- scoring
 
-def score(model: str, precision: str, texts_path: str, max_length: int, row_lengths) -> dict:
-  """One setting, in this process: the pipeline's TextScorer with TPUs' batched attention."""
+def score(model: str, precision: str, texts_path: str, max_length: int, row_lengths,
+          attention: str = "batched") -> dict:
+  """One setting, in this process: the pipeline's TextScorer with TPUs' batched attention, or
+  `attention="auto"`: what a CPU worker runs (fused kernels, AMX matmuls under bfloat16)."""
   from model.runner import RunnerConfig
   from model.text_scorer import enable_compilation_cache, load_text_scorer
   enable_compilation_cache("none")
   with open(texts_path, encoding="utf-8") as f:
     texts = [json.loads(line)["text"] for line in f]
   scorer = load_text_scorer(model, RunnerConfig(max_length=max_length, row_lengths=row_lengths),
-                            precision=precision, attention="batched")
+                            precision=precision, attention=attention)
   start = time.perf_counter()
   scores = scorer.score(texts)
   return {"precision": scorer.runner.runtime.precision, "attention": scorer.runner.runtime.attention,
+          "matmul": scorer.runner.runtime.matmul,
           "seconds": time.perf_counter() - start, "scores": scores.score.tolist(),
           "int_scores": scores.int_score.tolist(), "num_tokens": scores.num_tokens.tolist()}
 
@@ -159,7 +162,7 @@ def compare(runs: dict) -> list[dict]:
   ref = np.asarray(runs["float32"]["scores"], np.float64)
   ref_int = np.asarray(runs["float32"]["int_scores"])
   out = []
-  for setting in SETTINGS[1:]:
+  for setting in [s for s in SETTINGS[1:] if s in runs]:
     other = np.asarray(runs[setting]["scores"], np.float64)
     diff = np.abs(other - ref)
     changed = np.flatnonzero(np.asarray(runs[setting]["int_scores"]) != ref_int)
@@ -213,7 +216,9 @@ def report(result: dict) -> str:
       f"{np.mean(tokens >= result['args']['max_length']):.0%} truncated at {result['args']['max_length']}). "
       f"fp32 scores: mean {ref.mean():.2f}, std {ref.std():.2f}, min {ref.min():.2f}, max {ref.max():.2f}; "
       f"int_score histogram 0-5 {hist.tolist()} (the teacher's labels: {label_hist.tolist()}). "
-      f"Attention `{rt['attention']}` in every setting, as TPUs run it.",
+      f"Attention `{rt['attention']}` in every setting, as "
+      + ("TPUs run it." if rt["attention"] == "batched" else "CPU workers run it; weight matmuls: " + ", ".join(
+          f"{name} {run.get('matmul') or 'XLA'}" for name, run in result["runs"].items()) + "."),
       common.table(["setting", "int_score = fp32's", "max abs diff", "mean abs diff", "p99 abs diff",
                     "differences x this fall below 99.5%"], rows)])
 
@@ -231,40 +236,53 @@ def main(argv=None) -> int:
   parser.add_argument("--label", default="standin")
   parser.add_argument("--no_doc", action="store_true")
   parser.add_argument("--report", action="store_true", help="rewrite the doc section from stored results")
+  parser.add_argument("--attention", default="batched",
+                      help="attention for scoring: batched (as TPUs run it) or auto (as CPU workers do, with "
+                           "the fused kernel and, under bfloat16, the AMX matmuls); results and the doc "
+                           "section get a -cpu suffix")
+  parser.add_argument("--settings", default=",".join(SETTINGS), help="precisions to score (float32 first)")
+  parser.add_argument("--skip_training", action="store_true", help="score the stand-in already trained at --label")
   parser.add_argument("--variant", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
   parser.add_argument("--texts", help=argparse.SUPPRESS)
   parser.add_argument("--json", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   row_lengths = tuple(int(x) for x in args.row_lengths.split(","))
+  suffix = "" if args.attention == "batched" else "-cpu"
   if args.variant:
     with open(args.json, "w") as f:
-      json.dump(score(args.model, args.variant, args.texts, args.max_length, row_lengths), f)
+      json.dump(score(args.model, args.variant, args.texts, args.max_length, row_lengths, args.attention), f)
     return 0
 
   if args.report:
-    result = common.load_results(f"standin-{args.label}")
+    result = common.load_results(f"standin-{args.label}{suffix}")
     result["compare"] = compare(result["runs"])
-    common.update_doc("standin", report(result))
+    common.update_doc(f"standin{suffix}", report(result))
     return 0
   command = common.command_line()
-  model, summary = train(args)
+  if args.skip_training:
+    model = os.path.join(OUT, args.label)
+    with open(os.path.join(model, "train_summary.json")) as f:
+      summary = json.load(f)
+    summary.setdefault("command", "(trained before; see train_config.json beside it)")
+  else:
+    model, summary = train(args)
   texts_path = os.path.join(OUT, "score.jsonl")
   write_jsonl(texts_path, corpus(args.score_documents, seed=3))
   runs = {}
-  for setting in SETTINGS:
+  for setting in args.settings.split(","):
     runs[setting] = common.run_variant("bench.standin", [
-        "--variant", setting, "--model", model, "--texts", texts_path,
+        "--variant", setting, "--model", model, "--texts", texts_path, "--attention", args.attention,
         "--max_length", str(args.max_length), "--row_lengths", args.row_lengths])
   with open(texts_path, encoding="utf-8") as f:
     labels = [json.loads(line)["score"] for line in f]
   result = {"command": command, "when": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
             "summary": summary, "runs": runs, "labels": labels, "compare": compare(runs)}
-  common.save_results(f"standin-{args.label}", result)
+  common.save_results(f"standin-{args.label}{suffix}", result)
   body = report(result)
   print(body)
   if not args.no_doc:
-    common.update_doc("standin", body)
+    common.update_doc(f"standin{suffix}", body)
   return 0
 
 

@@ -1,6 +1,6 @@
 // XLA FFI handler for the AMX matmul of matmul.h, registered from model/fused_attention.py's
 // loader (model/cpu_kernels.py). Rows are shared out over XLA's intra-op thread pool in items of
-// 256, which keep a panel of B in L2 across eight 32-row blocks.
+// 256 rows, which pass over each panel of B in L2 as eight 32-row blocks.
 #include "matmul.h"
 #include "pool.h"
 #include "xla/ffi/api/ffi.h"

@@ -44,9 +44,10 @@ def test_packing_is_a_permutation():
 
 
 @needs_amx
-@pytest.mark.parametrize("m,k,n", [(1, 32, 32), (37, 64, 96), (100, 96, 64), (300, 512, 96), (64, 768, 2304)])
+@pytest.mark.parametrize("m,k,n", [(1, 32, 32), (37, 64, 96), (300, 512, 96), (64, 768, 2304), (40, 1056, 608)])
 def test_amx_matmul_matches_float64_of_the_same_bf16(m, k, n):
-  # Odd M: the rows past the last 32 go through a padded copy; K past 256: several depth passes.
+  # Odd M: the rows past the last 32 go through a padded copy; K past 1024: two depth passes;
+  # N past 512: two panels.
   rng = np.random.default_rng(m + k + n)
   a, w = bf16(rng, (m, k)), bf16(rng, (k, n))
   ours = np.asarray(jax.jit(lambda x, p: cpu_matmul.dot_general(x, p, (((1,), (0,)), ((), ()))))(

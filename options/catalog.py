@@ -10,11 +10,12 @@ from options.declare import Option, Ref, Template
 MiB = 1 << 20
 
 # The entry points, in the order docs/options.md lists them.
-SCORE, TRAIN, COMPARE, RETHRESHOLD = "pipeline.run", "train.run", "pipeline.compare", "pipeline.rethreshold"
+SCORE, TRAIN, ANNOTATE = "pipeline.run", "train.run", "train.annotate"
+COMPARE, RETHRESHOLD = "pipeline.compare", "pipeline.rethreshold"
 L_SCORE, L_IMAGE, L_TEMPLATE, L_SCHEDULE, L_TRAIN = (
     "launch.sh score", "launch.sh image", "launch.sh template", "launch.sh schedule", "launch.sh train")
 LAUNCH = (L_SCORE, L_IMAGE, L_TEMPLATE, L_SCHEDULE, L_TRAIN)
-ENTRY_POINTS = (SCORE, TRAIN, COMPARE, RETHRESHOLD, *LAUNCH)
+ENTRY_POINTS = (SCORE, TRAIN, ANNOTATE, COMPARE, RETHRESHOLD, *LAUNCH)
 DATAFLOW = (L_SCORE, L_TEMPLATE, L_SCHEDULE)  # verbs that describe Dataflow workers
 
 
@@ -30,6 +31,10 @@ def _train(name: str) -> Ref:
   return Ref(f"train.config:TrainConfig.{name}")
 
 
+def _annotate(name: str) -> Ref:
+  return Ref(f"train.annotate.config:AnnotateConfig.{name}")
+
+
 SCORING = [
     Option("input", "Shards to score: GLOB[,GLOB...] of .jsonl/.json/.jsonl.gz/.jsonl.zst/.parquet, "
            "local paths, gs:// or any fsspec URL. Matched by the workers, not the launcher.",
@@ -42,9 +47,9 @@ SCORING = [
     Option("model", "Hugging Face hub id, local directory or gs:// directory of the classifier "
            "(config.json, safetensors or msgpack weights, tokenizer files).", (SCORE, L_SCORE, L_SCHEDULE),
            default=Ref("model.hub:DEFAULT_MODEL"), template=Template("Model")),
-    Option("text_field", "Field of each record that holds the document text.", (SCORE, TRAIN),
+    Option("text_field", "Field of each record that holds the document text.", (SCORE, TRAIN, ANNOTATE),
            default="text", template=Template("Text field")),
-    Option("id_field", "Field holding the document id (optional per record).", (SCORE,), default="id",
+    Option("id_field", "Field holding the document id (optional per record).", (SCORE, ANNOTATE), default="id",
            template=Template("Id field")),
     Option("threshold", "edu/ keeps records with int_score >= threshold.", (SCORE, L_SCORE, L_SCHEDULE),
            default=3.0, type=float, template=Template("Threshold", regex=r"^[0-5](\.[0-9]+)?$")),
@@ -140,6 +145,46 @@ TRAINING = [
            type=bool, action="flag"),
 ]
 
+# train.annotate: its defaults are AnnotateConfig's (train/annotate/config.py); --text_field and
+# --id_field are scoring's, read the same way by the same reader. The API key is no option:
+# flags are logged (--api_key_env names the variable holding it).
+ANNOTATION = [
+    Option("input", "Shard globs, comma-separated (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet; "
+           "fsspec URLs).", (ANNOTATE,), type=globs, required=True),
+    Option("output", "Directory (local or gs://) for annotations/, errors/, stats.json and _run.json. "
+           "A rerun of the same command into it finishes an interrupted run.", (ANNOTATE,), required=True),
+    Option("endpoint", "OpenAI-compatible base URL, e.g. http://localhost:8000/v1.", (ANNOTATE,), required=True),
+    Option("llm", "Model name the endpoint serves, e.g. Qwen/Qwen2.5-32B-Instruct.", (ANNOTATE,), required=True),
+    Option("sample", "Documents to annotate; a larger N holds every document of a smaller one.", (ANNOTATE,),
+           type=int, required=True),
+    Option("seed", "Changes which documents are sampled, nothing else.", (ANNOTATE,), default=_annotate("seed"),
+           type=int),
+    Option("prompt", "Prompt file holding {text} once (default: FineWeb-Edu's rubric for Korean, packaged).",
+           (ANNOTATE,), default=_annotate("prompt")),
+    Option("max_chars", "Characters of each document put in the prompt: bounds every request's tokens.",
+           (ANNOTATE,), default=_annotate("max_chars"), type=int),
+    Option("temperature", "Sampling temperature (0: greedy, the same answer on a rerun).", (ANNOTATE,),
+           default=_annotate("temperature"), type=float),
+    Option("max_tokens", "Tokens of an answer at most.", (ANNOTATE,), default=_annotate("max_tokens"), type=int),
+    Option("concurrency", "Requests in flight at once.", (ANNOTATE,), default=_annotate("concurrency"), type=int),
+    Option("requests_per_minute", "Rate limit over all requests, retries included (0: none).", (ANNOTATE,),
+           default=_annotate("requests_per_minute"), type=float),
+    Option("api_key_env", "Environment variable holding the API key.", (ANNOTATE,),
+           default=_annotate("api_key_env")),
+    Option("timeout_seconds", "Per request, connect to last byte.", (ANNOTATE,),
+           default=_annotate("timeout_seconds"), type=float),
+    Option("max_retries", "Attempts after the first, per request, before the run fails.", (ANNOTATE,),
+           default=_annotate("max_retries"), type=int),
+    *[Option(name, help, (ANNOTATE,), default=_annotate(name), type=float) for name, help in [
+        ("backoff_seconds", "First retry's wait; doubles per retry, with jitter."),
+        ("max_backoff_seconds", "Longest wait between retries (a longer Retry-After is still honoured).")]],
+    Option("flush_every", "Answers per written part: what a crash can cost at most.", (ANNOTATE,),
+           default=_annotate("flush_every"), type=int),
+    *[Option(name, help, (ANNOTATE,), default=_annotate(name), type=float) for name, help in [
+        ("flush_seconds", "... or this long, whichever comes first."),
+        ("progress_seconds", "Between progress lines.")]],
+]
+
 TOOLS = [
     Option("a", "Output directory of the first run (the reference, e.g. float32).", (COMPARE,),
            action="positional"),
@@ -210,7 +255,7 @@ CLOUD = [
     Option("spot", "Create a Spot TPU VM.", (L_TRAIN,), default=False, type=bool, action="flag"),
 ]
 
-OPTIONS = [*SCORING, *CACHES, *TRAINING, *TOOLS, *CLOUD]
+OPTIONS = [*SCORING, *CACHES, *TRAINING, *ANNOTATION, *TOOLS, *CLOUD]
 
 
 def check(options=None) -> None:

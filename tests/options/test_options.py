@@ -79,7 +79,8 @@ def test_pipeline_run_reads_every_option_through_beam(tmp_path):
     caches._chosen.update(saved)
 
 
-@pytest.mark.parametrize("module", ["pipeline.run", "train.run", "pipeline.compare", "pipeline.rethreshold"])
+@pytest.mark.parametrize("module", ["pipeline.run", "train.run", "train.annotate", "pipeline.compare",
+                                    "pipeline.rethreshold"])
 def test_every_entry_point_lists_its_declared_options(module):
   result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
@@ -98,6 +99,23 @@ def test_train_run_parses_as_before():
   assert args["dtype"] == "float32" and args["batch_size"] == 2048
   from train.config import TrainConfig
   TrainConfig(**args)  # the namespace is exactly a TrainConfig: train.run hands it over whole
+
+
+def test_train_annotate_parses_as_before():
+  from train.annotate.__main__ import parser
+  from train.annotate.config import AnnotateConfig
+  required = ["--input", "a/*.jsonl,,b/*.parquet", "--output", "o", "--endpoint", "http://h:8000/v1",
+              "--llm", "m", "--sample", "5"]
+  config = AnnotateConfig(**vars(parser().parse_args(required)))  # the namespace is exactly its fields
+  assert config.input == ("a/*.jsonl", "b/*.parquet") and config.sample == 5
+  for field in dataclasses.fields(AnnotateConfig):  # every default is the config's own
+    if field.default is not dataclasses.MISSING:
+      assert getattr(config, field.name) == field.default, field.name
+  args = vars(parser().parse_args([*required, "--seed", "3", "--temperature", "0.5", "--prompt", "p.txt"]))
+  assert (args["seed"], args["temperature"], args["prompt"]) == (3, 0.5, "p.txt")
+  for i in range(0, len(required), 2):  # each required flag is refused when absent
+    with pytest.raises(SystemExit):
+      parser().parse_args(required[:i] + required[i + 2:])
 
 
 def test_an_environment_variable_is_the_default_and_the_flag_wins():

@@ -13,35 +13,16 @@ finish), 2 a usage or settings error found before any request.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
 
+import options
 from train.annotate.config import AnnotateConfig
 
-_HELP = {  # flags whose meaning the config's field name does not say
-    "input": "shard globs, comma-separated (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet; fsspec URLs)",
-    "endpoint": "OpenAI-compatible base URL, e.g. http://localhost:8000/v1",
-    "llm": "model name the endpoint serves, e.g. Qwen/Qwen2.5-32B-Instruct",
-    "sample": "documents to annotate; a larger N holds every document of a smaller one",
-    "prompt": "prompt file holding {text} once (default: FineWeb-Edu's rubric for Korean, packaged)",
-    "requests_per_minute": "rate limit over all requests, retries included (0: none)",
-    "api_key_env": "environment variable holding the API key",
-}
 
-
-def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m train.annotate", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  for field in dataclasses.fields(AnnotateConfig):
-    required = field.default is dataclasses.MISSING
-    kind = {"int": int, "float": float}.get(str(field.type), str)
-    if field.name == "input":
-      kind = lambda v: tuple(g for g in v.split(",") if g)
-    p.add_argument(f"--{field.name}", type=kind, required=required,
-                   default=None if required else field.default, help=_HELP.get(field.name))
-  return p
+def parser():
+  """The flags, from their declarations (options/catalog.py; defaults from train/annotate/config.py)."""
+  return options.parser("train.annotate", doc=__doc__)
 
 
 def main(argv=None) -> int:

@@ -34,14 +34,17 @@ def main(argv=None) -> int:
     logging.info("joined %d hosts as process %d", jax.process_count(), jax.process_index())
   from model import hub
   from model.checkpoint import PickleRefused
+  from pipeline import faults
   from train.loop import train_and_evaluate  # imports JAX; after initialize
   try:
     summary = train_and_evaluate(config)
-  except (hub.ModelUnavailable, PickleRefused, FileNotFoundError) as err:
-    # The user's to fix (a model or shard that is not there): the message says how; a
-    # traceback would only bury it.
+  except (faults.Fault, hub.ModelUnavailable, PickleRefused, FileNotFoundError) as err:
+    # The taxonomy decides: exit 2 the user's to fix (a model or shard that is not there), 1 a
+    # machine's fault after its retries (rerun). The message says which; a traceback would bury
+    # it. Any other exception, a ValueError raised mid-training included, is left to end the
+    # run with its traceback and exit 1, as before.
     logging.error("%s", err)
-    return 2
+    return faults.exit_code(err)
   print(summary["report"]["table"])
   print(f"best step {summary['best']['step']}: macro F1 {summary['best']['macro_f1']:.3f}, "
         f"binary F1 {summary['best']['binary_f1']:.3f}; model in {summary['output']}")

@@ -45,6 +45,17 @@ def test_cli_trains_evaluates_and_exports(corpus, encoder_dir, tmp_path):
   assert np.isfinite(np.asarray(model.head.out_proj.kernel.get_value())).all()
 
 
+@pytest.mark.parametrize("missing", ["model", "data"])
+def test_cli_exits_2_naming_what_is_not_there(missing, corpus, encoder_dir, tmp_path, caplog):
+  data, _, _ = corpus
+  gone = str(tmp_path / "not_there")
+  from train import run
+  status = run.main(["--data", gone if missing == "data" else data, "--output", str(tmp_path / "out"),
+                     "--model", gone if missing == "model" else encoder_dir, "--max_steps", "1", "--eval_size", "0.2"])
+  assert status == 2  # the user's to fix (pipeline.faults.exit_code), with a message, no traceback
+  assert "not_there" in caplog.text
+
+
 def test_cli_refuses_contradictory_flags():
   from train import run
   with pytest.raises(SystemExit):

@@ -51,7 +51,8 @@ def test_cli_exits_2_naming_what_is_not_there(missing, corpus, encoder_dir, tmp_
   gone = str(tmp_path / "not_there")
   from train import run
   status = run.main(["--data", gone if missing == "data" else data, "--output", str(tmp_path / "out"),
-                     "--model", gone if missing == "model" else encoder_dir, "--max_steps", "1", "--eval_size", "0.2"])
+                     "--model", gone if missing == "model" else encoder_dir, "--max_steps", "1",
+                     "--eval_size", "0.2"])
   assert status == 2  # the user's to fix (pipeline.faults.exit_code), with a message, no traceback
   assert "not_there" in caplog.text
 

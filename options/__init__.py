@@ -5,7 +5,8 @@ its text, its default, its help, and the entry points that take it (`used_by`). 
 list come:
 
 - every entry point's argparse: `parser(entry)` (or `add_arguments(parser, entry)` onto one
-  you made): `python -m train.run`, `train.annotate`, `pipeline.compare`, `pipeline.rethreshold`, each verb of
+  you made): `python -m train.run`, `train.annotate`, `pipeline.compare`, `pipeline.rethreshold`,
+  `pipeline.publish`, each verb of
   `launch.sh` (its flags and their KOEDU_* variables);
 - Beam's options of `python -m pipeline.run`: `beam_options("pipeline.run")`, a PipelineOptions
   subclass (read it back with `view_as`, as pipeline/options.py does);
@@ -13,7 +14,7 @@ list come:
   docs/options.md: `python -m options.render` writes both; tests/options/ fail when a committed
   file differs from what the catalog renders.
 
-Adopting it in a new entry point (e.g. `python -m pipeline.publish`; train.annotate did so last):
+Adopting it in a new entry point (pipeline.publish and train.annotate did so last: read them):
   1. In catalog.py, add the entry point's name to `used_by` of each option it shares with the
      others (`output`, `threshold`, `text_field`, `id_field`, the caches, ...), and declare its
      own options with `used_by=("pipeline.publish",)`. An option whose meaning, type or

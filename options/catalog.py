@@ -11,11 +11,11 @@ MiB = 1 << 20
 
 # The entry points, in the order docs/options.md lists them.
 SCORE, TRAIN, ANNOTATE = "pipeline.run", "train.run", "train.annotate"
-COMPARE, RETHRESHOLD = "pipeline.compare", "pipeline.rethreshold"
+COMPARE, RETHRESHOLD, PUBLISH = "pipeline.compare", "pipeline.rethreshold", "pipeline.publish"
 L_SCORE, L_IMAGE, L_TEMPLATE, L_SCHEDULE, L_TRAIN = (
     "launch.sh score", "launch.sh image", "launch.sh template", "launch.sh schedule", "launch.sh train")
 LAUNCH = (L_SCORE, L_IMAGE, L_TEMPLATE, L_SCHEDULE, L_TRAIN)
-ENTRY_POINTS = (SCORE, TRAIN, ANNOTATE, COMPARE, RETHRESHOLD, *LAUNCH)
+ENTRY_POINTS = (SCORE, TRAIN, ANNOTATE, COMPARE, RETHRESHOLD, PUBLISH, *LAUNCH)
 DATAFLOW = (L_SCORE, L_TEMPLATE, L_SCHEDULE)  # verbs that describe Dataflow workers
 
 
@@ -33,6 +33,10 @@ def _train(name: str) -> Ref:
 
 def _annotate(name: str) -> Ref:
   return Ref(f"train.annotate.config:AnnotateConfig.{name}")
+
+
+def _publish(name: str) -> Ref:
+  return Ref(f"pipeline.publish:PublishConfig.{name}")
 
 
 SCORING = [
@@ -192,9 +196,27 @@ TOOLS = [
     Option("min_agreement", "Share of documents whose int_score must be the same.", (COMPARE,),
            default=0.995, type=float),
     Option("json", "Also write the figures to this file.", (COMPARE,)),
-    Option("output", "The scoring run's output directory.", (RETHRESHOLD,), required=True),
+    Option("output", "The scoring run's output directory.", (RETHRESHOLD, PUBLISH), required=True),
     Option("threshold", "Keep int_score >= threshold.", (RETHRESHOLD,), type=float, required=True),
     Option("edu_output", "Where to write (default DIR/edu_t<threshold>).", (RETHRESHOLD,)),
+]
+
+# pipeline.publish: its flags are not PipelineOptions (the package doc says why); PublishConfig
+# owns the defaults.
+PUBLISHING = [
+    Option("dataset", "Where to write the dataset (local, gs://, any fsspec URL).", (PUBLISH,), required=True),
+    Option("threshold", "Publish int_score >= threshold (default: the run's threshold).", (PUBLISH,),
+           default=_publish("threshold"), type=float),
+    Option("max_file_bytes", "A file's size at most, in bytes, planned from the chunks' sizes.", (PUBLISH,),
+           default=_publish("max_file_bytes"), type=int),
+    Option("row_group_bytes", "Uncompressed bytes per Parquet row group.", (PUBLISH,),
+           default=_publish("row_group_bytes"), type=int),
+    Option("push_to_hub", "Upload DEST to this Hub dataset repo.", (PUBLISH,), default=_publish("push_to_hub")),
+    Option("dry_run", "With --push_to_hub: list, do not upload.", (PUBLISH,), default=_publish("dry_run"),
+           type=bool, action="flag"),
+    Option("from_scores", "Rebuild the subset from scores/ and the shards even at the run's own threshold "
+           "(for a run whose unit summaries do not record edu schemas: scored by an earlier koedu).",
+           (PUBLISH,), default=_publish("from_scores"), type=bool, action="flag"),
 ]
 
 
@@ -255,7 +277,7 @@ CLOUD = [
     Option("spot", "Create a Spot TPU VM.", (L_TRAIN,), default=False, type=bool, action="flag"),
 ]
 
-OPTIONS = [*SCORING, *CACHES, *TRAINING, *ANNOTATION, *TOOLS, *CLOUD]
+OPTIONS = [*SCORING, *CACHES, *TRAINING, *ANNOTATION, *TOOLS, *PUBLISHING, *CLOUD]
 
 
 def check(options=None) -> None:

@@ -11,7 +11,6 @@ steps; docs/operations.md, the way from a run to the Hub.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -22,6 +21,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import options as declarations
 from pipeline import dataset, faults, io, manifest, schemas, stats
 from pipeline.run import make_runner
 
@@ -50,25 +50,6 @@ class PublishConfig:
     if self.push_to_hub and "://" in self.dataset:
       raise ValueError("--push_to_hub uploads a local --dataset; publish to a local disk, or copy "
                        f"{self.dataset} down first (docs/operations.md)")
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m pipeline.publish", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output", required=True, help="The scoring run's output directory.")
-  parser.add_argument("--dataset", required=True, help="Where to write the dataset (local, gs://, any fsspec URL).")
-  parser.add_argument("--threshold", type=float, default=None,
-                      help="Publish int_score >= threshold (default: the run's threshold).")
-  parser.add_argument("--max_file_bytes", type=int, default=PublishConfig.max_file_bytes,
-                      help="A file's size at most, planned from the chunks' sizes (default 500 MB).")
-  parser.add_argument("--row_group_bytes", type=int, default=PublishConfig.row_group_bytes,
-                      help="Uncompressed bytes per Parquet row group (default 100 MB).")
-  parser.add_argument("--push_to_hub", default=None, help="Upload DEST to this Hub dataset repo.")
-  parser.add_argument("--dry_run", action="store_true", help="With --push_to_hub: list, do not upload.")
-  parser.add_argument("--from_scores", action="store_true",
-                      help="Rebuild the subset from scores/ and the shards even at the run's own threshold "
-                      "(for a run whose unit summaries do not record edu schemas: scored by an earlier koedu).")
-  return parser
 
 
 def run_info(output: str) -> dict:
@@ -142,16 +123,16 @@ def making_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.WARNING)
   argv = list(sys.argv[1:] if argv is None else argv)
-  # Our flags are not PipelineOptions: --output would clash with pipeline.run's.
-  o, beam_args = _parser().parse_known_args(argv)
+  # Our flags (options/catalog.py) are not PipelineOptions: --output would clash with pipeline.run's.
+  o, beam_args = declarations.parser("pipeline.publish", doc=__doc__).parse_known_args(argv)
   from pipeline.options import unknown_flags
   unknown = unknown_flags(beam_args)  # Beam would only warn, and a typo would go unnoticed
   if unknown:
     print(f"error: unknown option {', '.join(unknown)}", file=sys.stderr)
     return 2
   try:
-    config = PublishConfig(o.output.rstrip("/"), o.dataset.rstrip("/"), o.threshold, o.max_file_bytes,
-                           o.row_group_bytes, o.push_to_hub, o.dry_run, o.from_scores)
+    # The namespace is exactly a PublishConfig (tests/options checks it).
+    config = PublishConfig(**{**vars(o), "output": o.output.rstrip("/"), "dataset": o.dataset.rstrip("/")})
     report = publish(config, PipelineOptions(beam_args), making_command(argv))
   except Exception as err:
     status = faults.exit_code(err)

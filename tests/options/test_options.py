@@ -80,7 +80,7 @@ def test_pipeline_run_reads_every_option_through_beam(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["pipeline.run", "train.run", "train.annotate", "pipeline.compare",
-                                    "pipeline.rethreshold"])
+                                    "pipeline.rethreshold", "pipeline.publish"])
 def test_every_entry_point_lists_its_declared_options(module):
   result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
@@ -116,6 +116,20 @@ def test_train_annotate_parses_as_before():
   for i in range(0, len(required), 2):  # each required flag is refused when absent
     with pytest.raises(SystemExit):
       parser().parse_args(required[:i] + required[i + 2:])
+
+
+def test_pipeline_publish_parses_as_before():
+  from pipeline.publish import PublishConfig
+  parser = options.parser("pipeline.publish")
+  o, rest = parser.parse_known_args(["--output", "o/", "--dataset", "d", "--runner", "DirectRunner"])
+  assert rest == ["--runner", "DirectRunner"]  # Beam's, handed to PipelineOptions
+  # one field per option, the config's defaults: main hands the namespace over whole
+  assert vars(o) == {f.name: f.default for f in dataclasses.fields(PublishConfig)} | {"output": "o/", "dataset": "d"}
+  o, _ = parser.parse_known_args(["--output", "o", "--dataset", "d", "--threshold", "4", "--max_file_bytes", "7",
+                                  "--push_to_hub", "koedu/x", "--dry_run", "--from_scores"])
+  assert (o.threshold, o.max_file_bytes, o.push_to_hub, o.dry_run, o.from_scores) == (4.0, 7, "koedu/x", True, True)
+  with pytest.raises(SystemExit):  # --dataset is required
+    parser.parse_known_args(["--output", "o"])
 
 
 def test_an_environment_variable_is_the_default_and_the_flag_wins():

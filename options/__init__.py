@@ -6,8 +6,7 @@ list come:
 
 - every entry point's argparse: `parser(entry)` (or `add_arguments(parser, entry)` onto one
   you made): `python -m train.run`, `train.annotate`, `pipeline.compare`, `pipeline.rethreshold`,
-  `pipeline.publish`, each verb of
-  `launch.sh` (its flags and their KOEDU_* variables);
+  `pipeline.publish`, each verb of `launch.sh` (its flags and their KOEDU_* variables);
 - Beam's options of `python -m pipeline.run`: `beam_options("pipeline.run")`, a PipelineOptions
   subclass (read it back with `view_as`, as pipeline/options.py does);
 - the Flex Template metadata, templates/koedu_score_metadata.json, and the option list,

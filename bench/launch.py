@@ -132,9 +132,15 @@ def finished_output(n: int, layout: str, config: dict) -> str:
     k = key(source)
     if layout == "before":
       paths = {f"_done/{k}-00000.json": counts, f"_shards/{k}.json": {"source": source, "chunks": 1}}
-    else:
-      paths = {f"_done/{k[-12]}/{k}-00000.json": counts,
-               f"_units/{k[-12]}/{k}-u0000of0001.json": {**counts, "chunks": 1, "this_attempt": counts}}
+    else:  # as pipeline.state writes them: the precision and the shard's identity recorded
+      from fsspec.implementations.local import LocalFileSystem
+
+      from pipeline.state import layout as state_layout, progress
+      identity = progress.shard_identity(LocalFileSystem().info(source))
+      mark = {**counts, "precision": "float32", "shard": identity}
+      paths = {f"_done/{k[-12]}/{k}-00000.json": mark,
+               f"_units/{k[-12]}/{k}-u0000of0001-{state_layout.version(identity)}.json":
+                   {**mark, "chunks": 1, "this_attempt": counts}}
     for name, content in paths.items():
       os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
       with open(os.path.join(out, name), "w") as f:
@@ -151,10 +157,10 @@ def finished_output(n: int, layout: str, config: dict) -> str:
 def run_manifest(layout: str, model: str) -> dict:
   """The _run.json a run with default settings writes, in either layout."""
   from model import hub
-  from pipeline import manifest
+  from pipeline import state
   from pipeline.options import ScoringConfig
   info = hub.describe(model)
-  wanted = manifest.wanted(ScoringConfig(input="x", output="x", model=model), info)
+  wanted = state.wanted(ScoringConfig(input="x", output="x", model=model), info)
   if layout == "before":  # the settings the old code recorded
     return {k: wanted[k] for k in ("model", "weights_digest", "threshold", "max_length", "text_field", "id_field")}
   return wanted

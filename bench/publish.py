@@ -28,7 +28,7 @@ from bench import common
 
 def build_run(path: str, documents: int, rows_per_chunk: int, chunks_per_shard: int = 8) -> int:
   """A finished run's outputs with `documents` kept records; returns the edu bytes."""
-  from pipeline import io, layout, outputs
+  from pipeline import io, outputs, shards, state
   shutil.rmtree(path, ignore_errors=True)
   texts = common.documents(documents)
   rng = np.random.default_rng(0)
@@ -46,13 +46,14 @@ def build_run(path: str, documents: int, rows_per_chunk: int, chunks_per_shard: 
       records = [{"id": f"{shard}-{index}-{i}", "text": texts[i], "url": f"https://example.kr/{i}",
                   "meta": {"lang": "ko", "crawl": "2026-10", "length": len(texts[i])}} for i in range(row, end)]
       data = outputs.edu_bytes(records, scores[row:end], int_scores[row:end])
-      io.write_bytes_atomic(layout.output_path(path, layout.EDU, source, index), data)
+      io.write_bytes_atomic(state.output_path(path, state.EDU, source, index), data)
       edu.append({"chunk": index, **outputs.edu_entry(data)})
       total += len(data)
       chunk_count += 1
       row = end
     totals = {**outputs.empty_totals(), "chunks": len(edu)}
-    outputs.write_summary(path, source, 0, 1, totals, totals, "float32", edu)
+    unit = shards.Unit(source, 0, 0, 1, identity="size 0")
+    state.write_summary(path, unit, totals, totals, "float32", **outputs.edu_fields(edu))
     shard += 1
   histogram = {str(i): int((int_scores == i).sum()) for i in range(6)}
   with open(os.path.join(path, "_run.json"), "w") as f:

@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, layout, schemas
+from pipeline import io, schemas
+from pipeline.state import layout
 
 STATE = ".koedu"  # under DEST: markers and the report; not part of the dataset, not uploaded
 DATA = "data"

@@ -230,6 +230,12 @@ def shard_key(source: str) -> str:
 
 def match(pattern: str) -> list[tuple[str, int]]:
   """(path or URL, size) of every file a glob (or a plain path) matches, sorted."""
+  return [(source, int(info.get("size") or 0)) for source, info in match_info(pattern)]
+
+
+def match_info(pattern: str) -> list[tuple[str, dict]]:
+  """(path or URL, the store's metadata of it) of every file a glob (or a plain path) matches,
+  sorted: one listing (or one lookup for a plain path)."""
   fs, _ = filesystem(pattern)
   path = fsspec.core.strip_protocol(pattern)
   if fsspec.core.has_magic(pattern):
@@ -239,8 +245,7 @@ def match(pattern: str) -> list[tuple[str, int]]:
       found = {path: retrying(lambda: fs.info(path), f"looking up {pattern}")}
     except FileNotFoundError:
       found = {}
-  return [(local_or_url(fs, p), int(info.get("size") or 0)) for p, info in sorted(found.items())
-          if info.get("type") != "directory"]
+  return [(local_or_url(fs, p), info) for p, info in sorted(found.items()) if info.get("type") != "directory"]
 
 
 def local_or_url(fs, path: str) -> str:

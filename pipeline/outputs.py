@@ -1,9 +1,9 @@
-"""A chunk's outputs: scores/, edu/, errors/, and its `_done/` marker, written last.
+"""A chunk's outputs: scores/, edu/, errors/ (its `_done/` marker, written after them, is the
+run's state: pipeline/state).
 
 Every file of a chunk is written whole and named by the chunk alone, so a retried or rerun chunk
 replaces, never adds to, what an earlier attempt left: its errors/ file is written when it has
-errors and removed when it has none. The marker comes last and holds the chunk's counts: a
-chunk is done exactly when its marker exists, and then all its outputs are final.
+errors and removed when it has none.
 """
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import dataclasses
 import io as _io
 import json
 import logging
-import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import io, layout, schemas
+from pipeline import io, schemas, state
 from pipeline.records import Rejected
 
 log = logging.getLogger(__name__)
@@ -126,14 +125,15 @@ def chunk_stats(chunk: ScoredChunk, threshold: float) -> dict:
 
 
 def write_chunk(output: str, chunk: ScoredChunk, threshold: float) -> dict:
-  """All outputs of one chunk, marker last; returns the chunk's counts (the marker's content)."""
+  """All outputs of one chunk but its marker; returns the chunk's counts (the marker's content,
+  less what pipeline/state adds)."""
   source, index = chunk.source, chunk.index
-  io.write_bytes_atomic(layout.output_path(output, layout.SCORES, source, index),
+  io.write_bytes_atomic(state.output_path(output, state.SCORES, source, index),
                         parquet_bytes(scores_table(chunk)))
   kept = np.flatnonzero(chunk.int_score >= threshold)
   edu = edu_bytes([chunk.originals[i] for i in kept], chunk.score[kept], chunk.int_score[kept])
-  io.write_bytes_atomic(layout.output_path(output, layout.EDU, source, index), edu)
-  errors = layout.output_path(output, layout.ERRORS, source, index)
+  io.write_bytes_atomic(state.output_path(output, state.EDU, source, index), edu)
+  errors = state.output_path(output, state.ERRORS, source, index)
   if chunk.rejected:
     rejected = sorted(chunk.rejected, key=lambda r: (r.row is not None, r.row or 0))
     io.write_bytes_atomic(errors, "".join(r.to_json() + "\n" for r in rejected).encode("utf-8"))
@@ -141,13 +141,7 @@ def write_chunk(output: str, chunk: ScoredChunk, threshold: float) -> dict:
     io.remove(errors)  # an earlier attempt's, which this one replaces
   stats = chunk_stats(chunk, threshold)
   stats["edu"] = edu_entry(edu)
-  stats["written"] = time.time()
-  io.write_bytes_atomic(layout.marker_path(output, source, index), json.dumps(stats).encode())
   return stats
-
-
-def read_marker(output: str, source: str, index: int) -> dict:
-  return json.loads(io.read_bytes(layout.marker_path(output, source, index)))
 
 
 def empty_totals() -> dict:
@@ -168,15 +162,11 @@ def add(totals: dict, counts: dict) -> dict:
   return totals
 
 
-def write_summary(output: str, source: str, unit: int, units: int, totals: dict,
-                  scored_here: dict, runtime: str, edu: list[dict]) -> dict:
-  """A unit's summary, once all its chunks are done: what stats.json sums, and each chunk's
-  edu_entry (with its "chunk" index), what publishing plans from. The unit's distinct edu
-  schemas are listed once, in "edu_schemas", and its chunks point into that list."""
+
+def edu_fields(edu: list[dict]) -> dict:
+  """A unit summary's fields for publishing: each chunk's edu_entry (with its "chunk" index),
+  what publishing plans from. The unit's distinct edu schemas are listed once, in
+  "edu_schemas", and its chunks point into that list."""
   distinct = list(dict.fromkeys(e["schema"] for e in edu))
   chunks = [{**e, "schema": distinct.index(e["schema"])} for e in sorted(edu, key=lambda e: e["chunk"])]
-  summary = {"source": source, "unit": unit, "units": units, **totals, "this_attempt": scored_here,
-             "precision": runtime, "edu": chunks, "edu_schemas": distinct, "written": time.time()}
-  io.write_bytes_atomic(layout.summary_path(output, io.shard_key(source), unit, units),
-                        json.dumps(summary).encode())
-  return summary
+  return {"edu": chunks, "edu_schemas": distinct}

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import options as declarations
-from pipeline import io, layout, manifest, outputs, shards
+from pipeline import io, outputs, shards, state
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
@@ -78,15 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: --threshold must be within 0..5, got {o.threshold}", file=sys.stderr)
     return 2
   edu_output = o.edu_output or io.join(output, f"edu_t{o.threshold:g}")
-  if edu_output.rstrip("/") == io.join(output, layout.EDU):
+  if edu_output.rstrip("/") == io.join(output, state.EDU):
     print("error: --edu_output must not be the run's own edu/", file=sys.stderr)
     return 2
-  run_manifest = io.join(output, manifest.RUN_MANIFEST)
-  if not io.exists(run_manifest):
-    print(f"error: {output} holds no scoring run (no {manifest.RUN_MANIFEST})", file=sys.stderr)
+  settings = state.recorded(output)
+  if settings is None:
+    print(f"error: {output} holds no scoring run (no {state.RUN})", file=sys.stderr)
     return 2
-  max_record_bytes = json.loads(io.read_bytes(run_manifest)).get("max_record_bytes", 1 << 62)
-  scores_dir = io.join(output, layout.SCORES)
+  max_record_bytes = settings.get("max_record_bytes", 1 << 62)
+  scores_dir = io.join(output, state.SCORES)
   with beam.Pipeline(runner=make_runner(options), options=options) as p:
     (p
      | "Output" >> beam.Create([scores_dir])  # listed by a worker: nothing per chunk in the graph

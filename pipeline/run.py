@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptio
 
 from model import hub
 from model.config import ModelConfig
-from pipeline import faults, io, manifest, process, stats, transforms
+from pipeline import faults, io, process, state, stats, transforms
 from pipeline.options import ScoringConfig, ScoringOptions, unknown_flags
 from pipeline.units import NAMESPACE
 
@@ -92,12 +92,10 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
   ModelConfig.from_hf_dict(info.config).check_max_length(config.max_length)
   describing = bool(options.view_as(TestOptions).dry_run or
                     options.view_as(GoogleCloudOptions).template_location)
-  manifest.check_or_write(config, info, write=not describing)
-  stats_path = io.join(config.output, stats.STATS)
-  run = stats.RunInfo(info.name, info.revision, info.digest, started,
-                      stats_existed=not describing and io.exists(stats_path))
+  output = state.open_output(config, info, write=not describing)
+  run = stats.RunInfo(info.name, info.revision, info.digest, started)
   pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-  transforms.build(pipeline, config, run, info)
+  transforms.build(pipeline, config, run, info, output)
   result = pipeline.run()
   if describing:
     _write_job_file(options, result)
@@ -108,8 +106,8 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
            ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
   if counters and counters.get(stats.NO_INPUT):
     raise faults.NoInput(f"{stats.NO_SHARDS}: {', '.join(config.inputs) or config.input_manifest}")
-  report = json.loads(io.read_bytes(stats_path))
-  if run.stats_existed and report.get("started") != stats.iso(run.started):
+  report = json.loads(io.read_bytes(io.join(config.output, state.STATS)))
+  if output.was_complete(report, stats.iso(run.started)):
     # A scheduler's log should not read as if the rerun had scored anything itself.
     print(f"koedu: {config.output} was already complete; its stats.json, unchanged:")
   print(stats.summary(report))

@@ -47,7 +47,8 @@ class Unit:
   size: int  # its size in bytes, as matched
   index: int  # which unit of the shard, 0 .. count - 1
   count: int  # units the shard is read as
-  done: frozenset = frozenset()  # chunks of the shard an earlier run finished
+  done: frozenset = frozenset()  # chunks to read past: finished by an earlier run (pipeline.state)
+  identity: str = ""  # the shard as matched (size, store version): recorded with its outputs
 
 
 @dataclasses.dataclass

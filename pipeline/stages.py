@@ -6,6 +6,7 @@ the stages without a thread waiting between them:
               runner's shapes and queues the batches for the devices (DeviceService.submit)
   score       the device thread (pipeline/device.py)
   write       a writer thread (Worker.writers): scores/, edu/, errors/, then the marker
+              (pipeline/state), once the precision the devices ran at is the output's
 
 Faults (pipeline/faults.py). A failure of the tokenizer on a document is the document's: the
 chunk's texts are halved until the documents at fault are found, and those go to errors/ as
@@ -23,7 +24,7 @@ import numpy as np
 
 from model.recipe import int_scores
 from model.tokenize import DocumentTokenizer
-from pipeline import outputs, shards
+from pipeline import outputs, shards, state
 from pipeline.faults import TOKENIZER_FAILED, RecordFault
 from pipeline.options import ScoringConfig
 from pipeline.outputs import ScoredChunk
@@ -73,16 +74,20 @@ def then(future: Future, fn, executor: concurrent.futures.Executor | None = None
   return out
 
 
-def score_chunk(worker, config: ScoringConfig, source: str, raw: shards.RawChunk) -> Future:
+def score_chunk(worker, config: ScoringConfig, unit: shards.Unit, raw: shards.RawChunk,
+                recorded: str | None, precision) -> Future:
   """The future of (the chunk's counts, whether this attempt scored it), through the stages
-  above. A chunk an earlier run finished is only its marker, read on a writer thread."""
+  above. A chunk an earlier run finished is only its marker, read on a writer thread.
+  `recorded`: the precision the output was scored at (None: a new output); `precision()`: the
+  devices', raising if the output holds another (units.ScoreUnits)."""
+  source = unit.source
   if raw.done:
-    return worker.writers.submit(lambda: (outputs.read_marker(config.output, source, raw.index), False))
+    return worker.writers.submit(lambda: (state.done_chunk(config.output, unit, raw.index, recorded), False))
   documents, rejected, originals = parse_chunk(raw, source, config)
   tokenized = worker.host.submit(tokenize_chunk, worker.tokenizer, source, raw.index, documents,
                                  rejected, originals)
   scored = then(tokenized, functools.partial(_queue, worker))  # on the host thread that tokenized
-  return then(scored, functools.partial(_write, config), worker.writers)
+  return then(scored, functools.partial(_write, config, unit, precision), worker.writers)
 
 
 def parse_chunk(raw: shards.RawChunk, source: str, config: ScoringConfig):
@@ -139,7 +144,9 @@ def _queue(worker, tokenized) -> Future:
   return then(worker.start_scoring(ids), lambda scores: (pending, scores))
 
 
-def _write(config: ScoringConfig, pending_and_scores) -> tuple[dict, bool]:
+def _write(config: ScoringConfig, unit: shards.Unit, precision, pending_and_scores) -> tuple[dict, bool]:
   chunk, scores = pending_and_scores
+  resolved = precision()  # a resume at another precision is refused before any file is written
   chunk.score, chunk.int_score = scores, int_scores(scores)
-  return outputs.write_chunk(config.output, chunk, config.threshold), True
+  counts = outputs.write_chunk(config.output, chunk, config.threshold)
+  return state.mark_chunk(config.output, unit, chunk.index, counts, resolved), True

@@ -13,7 +13,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import io, outputs
+from pipeline import io, outputs, state
 from pipeline.options import ScoringConfig
 from pipeline.units import NAMESPACE
 
@@ -27,9 +27,6 @@ NO_INPUT = "inputs_matching_nothing"
 def iso(timestamp: float) -> str:
   return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
-STATS = "stats.json"
-HISTOGRAM = "score_histogram.png"
-
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
@@ -37,7 +34,6 @@ class RunInfo:
   revision: str | None
   weights_digest: str
   started: float  # time.time() when the run started
-  stats_existed: bool  # stats.json was there when the run started: a rerun of a finished run
 
 
 class SumStats(beam.CombineFn):
@@ -98,7 +94,7 @@ def report(acc: dict, config: ScoringConfig, run: RunInfo) -> dict:
           "scored_this_run": this_run}
 
 
-def finish(acc: dict, config: ScoringConfig, run: RunInfo) -> dict | None:
+def finish(acc: dict, config: ScoringConfig, run: RunInfo, output: state.Output) -> dict | None:
   """Writes stats.json and the histogram picture, unless this run found nothing to do in a
   finished output (a rerun changes nothing) or the input matched no shard (then it counts
   NO_INPUT, and the launcher fails the run: pipeline.run)."""
@@ -106,14 +102,12 @@ def finish(acc: dict, config: ScoringConfig, run: RunInfo) -> dict | None:
     log.error("%s: %s", NO_SHARDS, config.input or config.input_manifest)
     Metrics.counter(NAMESPACE, NO_INPUT).inc()
     return None
-  if not acc["units_this_run"] and run.stats_existed:
+  if not output.stats_needed(acc["units_this_run"]):
     log.info("every shard was already done; stats.json left as it was")
     return None
-  if len(acc["precision"]) > 1:
-    log.warning("this output holds scores computed at several precisions: %s", acc["precision"])
   result = report(acc, config, run)
-  io.write_bytes_atomic(io.join(config.output, STATS), json.dumps(result, indent=2).encode())
-  io.write_bytes_atomic(io.join(config.output, HISTOGRAM), histogram_png(result, config.threshold))
+  io.write_bytes_atomic(io.join(config.output, state.STATS), json.dumps(result, indent=2).encode())
+  io.write_bytes_atomic(io.join(config.output, state.HISTOGRAM), histogram_png(result, config.threshold))
   return result
 
 

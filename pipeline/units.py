@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from model.hub import ModelInfo
 from pipeline import outputs, shards, stages
 from pipeline.options import ScoringConfig
+from pipeline.state import check_precision, write_summary
 from pipeline.worker import Worker, load_worker
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class ScoreUnits(beam.DoFn):
   def setup(self):
     self._worker = None
     self._counters = _Counters()
+    self._resolved = None  # the precision --dtype resolved to in this process
+    self._recorded = None  # the precision the output was scored at (a side input)
 
   def _load(self) -> Worker:
     # At the first unit, not in setup(): a run with nothing left to score loads no model. One
@@ -50,18 +53,28 @@ class ScoreUnits(beam.DoFn):
   def start_bundle(self):
     self._in_flight = None  # made at the first unit, which loads the worker
 
-  def process(self, unit: shards.Unit):
+  def process(self, unit: shards.Unit, recorded: str | None = None):
+    """`recorded`: the precision the output was scored at, None for a new output."""
     c, w = self._config, self._load()
+    self._recorded = recorded
     if self._in_flight is None:
-      self._in_flight = _InFlight(c, w, self._counters)
+      self._in_flight = _InFlight(c, w, self._counters, self._precision)
     flight = self._in_flight
     state = flight.start(unit)
     for raw in shards.read_unit(unit, c.chunk_size, c.unit_bytes, c.max_record_bytes):
       flight.wait_for_room()
-      flight.add(state, stages.score_chunk(w, c, unit.source, raw))
+      flight.add(state, stages.score_chunk(w, c, unit, raw, recorded, self._precision))
       yield from flight.summaries()
     state.read = True
     yield from flight.summaries()
+
+  def _precision(self) -> str:
+    """What --dtype resolved to here; refused if the output was scored at another precision.
+    Asked once the devices are loaded (a chunk's scores are there, or a summary is due)."""
+    if self._resolved is None:
+      self._resolved = self._worker.precision()
+    check_precision(self._config.output, self._config.dtype, self._recorded, self._resolved)
+    return self._resolved
 
   def finish_bundle(self):
     from apache_beam.transforms.window import GlobalWindow
@@ -89,8 +102,9 @@ class _InFlight:
   tens of MB at most), and this thread's (`window`: one being read, some tokenizing, some on
   the devices or uploading). A unit's summary goes out once all its chunks are done, in order."""
 
-  def __init__(self, config: ScoringConfig, worker: Worker, counters: _Counters):
+  def __init__(self, config: ScoringConfig, worker: Worker, counters: _Counters, precision):
     self._config, self._worker, self._counters = config, worker, counters
+    self._precision = precision  # what the devices run at, checked against the output's
     self._window = config.threads + 2
     self._chunks = collections.deque()  # (unit progress, future of (counts, scored here))
     self._units = collections.deque()
@@ -121,9 +135,8 @@ class _InFlight:
   def summaries(self):
     while self._units and self._units[0].read and not self._units[0].pending:
       state = self._units.popleft()
-      u = state.unit
-      yield outputs.write_summary(self._config.output, u.source, u.index, u.count, state.totals,
-                                  state.here, self._worker.precision(), state.edu)
+      yield write_summary(self._config.output, state.unit, state.totals, state.here, self._precision(),
+                          **outputs.edu_fields(state.edu))
 
   def _finish_oldest(self) -> None:
     state, future = self._chunks.popleft()

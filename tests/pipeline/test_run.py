@@ -139,15 +139,15 @@ def test_rerun_with_other_threshold_is_refused(scored_corpus, spread_model):
                                             ("unit_bytes", 2 << 20)])
 def test_rerun_changing_results_or_layout_is_refused_by_name(scored_corpus, spread_model, setting, value):
   from model import hub
-  from pipeline import manifest
+  from pipeline import state
   from pipeline.options import ScoringConfig
   output, _ = scored_corpus
   same = dict(input="x", output=output, model=spread_model, max_length=MAX_LENGTH, threshold=THRESHOLD,
               batch_size=16)
   info = hub.describe(spread_model)
-  manifest.check_or_write(ScoringConfig(**same), info, write=False)  # the same settings resume
-  with pytest.raises(manifest.OutputMismatch, match=f"--{setting} {same.get(setting, ScoringConfig(**same).__dict__[setting])!r} there, {value!r} now"):
-    manifest.check_or_write(ScoringConfig(**{**same, setting: value}), info, write=False)
+  state.check_or_write(ScoringConfig(**same), info, write=False)  # the same settings resume
+  with pytest.raises(state.OutputMismatch, match=f"--{setting} {same.get(setting, ScoringConfig(**same).__dict__[setting])!r} there, {value!r} now"):
+    state.check_or_write(ScoringConfig(**{**same, setting: value}), info, write=False)
 
 
 def test_unreachable_default_model_fails_at_once_naming_model_path(tmp_path):

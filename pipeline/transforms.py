@@ -40,15 +40,15 @@ def build(pipeline: beam.Pipeline, config: ScoringConfig, run: stats.RunInfo, mo
             | "Partitions" >> beam.Create([(kind, p) for kind in (state.DONE, state.UNITS)
                                            for p in state.PARTITIONS])
             | "ListState" >> beam.ParDo(plan.ListState(config.output)).with_outputs(plan.SAMPLE, main="state"))
-  recorded = (listed[plan.SAMPLE]
-              | "StateSamples" >> beam.combiners.ToList()
-              | "RecordedPrecision" >> beam.Map(plan.recorded_precision(config.output)))
   planned = ({"shard": keyed, "state": listed.state}
              | "ByShard" >> beam.CoGroupByKey()
              | "Plan" >> beam.ParDo(plan.PlanShard(config.output, config.unit_bytes)).with_outputs(
                  plan.PRIOR, plan.SHARD, main="units"))
   units = planned.units
   units_this_run = beam.pvalue.AsSingleton(units | "CountUnits" >> beam.combiners.Count.Globally())
+  recorded = (listed[plan.SAMPLE]
+              | "StateSamples" >> beam.combiners.ToList()
+              | "RecordedPrecision" >> beam.Map(plan.recorded_precision(config.output), units_this_run))
   new = (units
          | "SpreadUnits" >> beam.Reshuffle()
          | "ScoreUnits" >> beam.ParDo(ScoreUnits(config, model), beam.pvalue.AsSingleton(recorded))

@@ -78,11 +78,14 @@ class ListState(beam.DoFn):
 
 
 def recorded_precision(output: str):
-  """(samples of ListState) -> the precision the output was scored at, None for a new output:
-  one read, since no output holds two (progress.check_precision)."""
-  def read(samples):
+  """(samples of ListState, units to score) -> the precision the output was scored at, None for
+  a new output: one read, since no output holds two (progress.check_precision), and none when
+  there is nothing to score."""
+  def read(samples, units_this_run: int):
     samples = sorted(samples)
-    return progress.read_state_file(output, *samples[0]).get("precision") if samples else None
+    if not samples or not units_this_run:
+      return None
+    return progress.read_state_file(output, *samples[0]).get("precision")
   return read
 
 

@@ -16,6 +16,8 @@ Faults (JSON in KOEDU_FAULTS):
 - "backoff_seconds": S: the first retry's wait (pipeline.io.BACKOFF_SECONDS, 0.5 s in a real
   run), so that tests with many injected faults do not spend their time waiting.
 - "entry": MODULE: the command to run (default pipeline.run; pipeline.publish takes the same faults).
+- "auto_precision": P: `--dtype auto` resolves to P (a key of model.precision.COMPUTE) on this
+  machine, as "bfloat16" does on a TPU: a run begun on one kind of worker and resumed on another.
 - "count_to": PATH: at exit, write how many calls of each kind `faulty://` received, by the
   first path component under the output (scores, _done, ...) or "input", as JSON: {"launch":
   what the launcher did before the graph was built, "run": everything, "before_first": for each
@@ -227,6 +229,16 @@ def _inject_device_failures(count: int, after: int) -> None:
   runner.EncoderRunner.dispatch = failing
 
 
+def _resolve_auto_to(precision: str) -> None:
+  from model import runtime
+  resolve = runtime.resolve
+
+  def resolving(cfg, precision_asked="auto", *args, **kwargs):
+    return resolve(cfg, precision if precision_asked == "auto" else precision_asked, *args, **kwargs)
+
+  runtime.resolve = resolving
+
+
 def main() -> int:
   import atexit
   atexit.register(_write_counts)
@@ -237,6 +249,8 @@ def main() -> int:
     io.BACKOFF_SECONDS = FAULTS["backoff_seconds"]
   if FAULTS.get("device_failures"):
     _inject_device_failures(FAULTS["device_failures"], FAULTS.get("device_fail_after", 0))
+  if FAULTS.get("auto_precision"):
+    _resolve_auto_to(FAULTS["auto_precision"])
   import importlib
   run = importlib.import_module(FAULTS.get("entry", "pipeline.run")).main
   return run(sys.argv[1:])

@@ -103,3 +103,19 @@ def test_a_model_changed_in_place_on_gcs_is_fetched_again_or_refused(gcs_host, m
   # A worker that starts after the change, holding what the launcher pinned before it.
   with pytest.raises(hub.ModelChanged, match="model.safetensors has changed since the run started"):
     hub.fetch(old, cache_dir=str(tmp_path / "another-worker"))
+
+
+def test_a_shard_rewritten_in_place_on_gcs_is_another_shard(gcs_host):
+  """GCS names each version of an object by its generation: a shard written again with as many
+  bytes has another identity, the same whether a glob finds it or a manifest's lookup does."""
+  from pipeline.state import plan
+  fs = _gcs_fs()
+  url = f"gs://{gcs.BUCKET}/rewritten/part-0.jsonl"
+  fs.pipe(url[len("gs://"):], b'{"text": "one"}\n')
+  (matched,) = plan.MatchShards().process(f"gs://{gcs.BUCKET}/rewritten/*.jsonl")
+  assert matched == next(plan.LookUpShard().process(url))
+  assert matched[:2] == (url, 16) and matched[2].startswith("size 16, generation ")
+  fs.pipe(url[len("gs://"):], b'{"text": "two"}\n')
+  (again,) = plan.MatchShards().process(url)
+  assert again[:2] == (url, 16) and again[2] != matched[2]
+  assert again == next(plan.LookUpShard().process(url))

@@ -235,13 +235,14 @@ class WriteFile(beam.DoFn):
     return [table.slice(n)] if n < table.num_rows else []
 
 
-def staged(stage: str, max_record_bytes: int):
+def staged(stage: str, max_record_bytes: int, output: str):
   """Another threshold: a shard's kept rows (from scores/) -> its chunks' edu files written
-  under `stage` by rethreshold's own step -> the shard's Edu."""
+  under `stage` by rethreshold's own step (which refuses a shard changed since `output` scored
+  it) -> the shard's Edu."""
   from pipeline import rethreshold
 
   def write(element):
-    written = rethreshold._write_shard(element, stage, max_record_bytes)["chunks"]
+    written = rethreshold._write_shard(element, stage, max_record_bytes, output)["chunks"]
     found = edu_of(element[0], [{"chunk": int(e["name"].rsplit("-", 1)[1]), **e} for e in written])
     if found is not None:
       yield found
@@ -300,7 +301,7 @@ def build(pipeline: beam.Pipeline, output: str, dest: str, threshold: float, fro
               | "SpreadScores" >> beam.Reshuffle()
               | "Kept" >> beam.FlatMap(rethreshold._kept_of_chunk, threshold)
               | "ByShard" >> beam.GroupByKey()  # row numbers and scores only, never documents
-              | "Edu" >> beam.FlatMap(staged(edu_dir, max_record_bytes)))
+              | "Edu" >> beam.FlatMap(staged(edu_dir, max_record_bytes, output)))
   schema = (chunks
             | "Schemas" >> beam.FlatMap(lambda e: [(e.source, i, text) for i, text in e.schemas])
             | "UnionSchemas" >> beam.CombineGlobally(UnionSchemas()))

@@ -37,14 +37,16 @@ def _kept_of_chunk(scores_path: str, threshold: float):
                                      table["score"].to_numpy()[kept], int_score[kept])
 
 
-def _write_shard(element, edu_output: str, max_record_bytes: int) -> dict:
+def _write_shard(element, edu_output: str, max_record_bytes: int, output: str | None = None) -> dict:
   """Reads the shard once, up to its last kept row, and writes each chunk's edu file; returns
-  the shard's counts and each chunk's outputs.edu_entry."""
+  the shard's counts and each chunk's outputs.edu_entry. A shard rewritten since it was scored
+  into `output` is refused: its rows are no longer the ones scored."""
   source, chunks = element
   chunks = list(chunks)
   wanted = {row for _, rows, _, _ in chunks for row in rows}
   originals = {}
-  if wanted:
+  if wanted and output is not None:
+    state.check_unchanged(output, source, [int(name.rsplit("-", 1)[1]) for name, _, _, _ in chunks])
     last = max(wanted)
     for row, item in shards.iter_records(source, max_record_bytes):
       if row in wanted:
@@ -87,16 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   max_record_bytes = settings.get("max_record_bytes", 1 << 62)
   scores_dir = io.join(output, state.SCORES)
-  with beam.Pipeline(runner=make_runner(options), options=options) as p:
-    (p
-     | "Output" >> beam.Create([scores_dir])  # listed by a worker: nothing per chunk in the graph
-     | "ScoresFiles" >> beam.FlatMap(lambda d: [io.join(d, n) for n in io.list_names(d, ".parquet")])
-     | "Spread" >> beam.Reshuffle()
-     | "Kept" >> beam.FlatMap(_kept_of_chunk, o.threshold)
-     | "ByShard" >> beam.GroupByKey()  # row numbers and scores only, never documents
-     | "WriteEdu" >> beam.Map(_write_shard, edu_output, max_record_bytes)
-     | "All" >> beam.combiners.ToList()
-     | "Stats" >> beam.Map(_finish, edu_output, o.threshold))
+  try:
+    with beam.Pipeline(runner=make_runner(options), options=options) as p:
+      (p
+       | "Output" >> beam.Create([scores_dir])  # listed by a worker: nothing per chunk in the graph
+       | "ScoresFiles" >> beam.FlatMap(lambda d: [io.join(d, n) for n in io.list_names(d, ".parquet")])
+       | "Spread" >> beam.Reshuffle()
+       | "Kept" >> beam.FlatMap(_kept_of_chunk, o.threshold)
+       | "ByShard" >> beam.GroupByKey()  # row numbers and scores only, never documents
+       | "WriteEdu" >> beam.Map(_write_shard, edu_output, max_record_bytes, output)
+       | "All" >> beam.combiners.ToList()
+       | "Stats" >> beam.Map(_finish, edu_output, o.threshold))
+  except state.OutputMismatch as err:  # a shard rewritten since it was scored
+    print(f"error: {err}", file=sys.stderr)
+    return 2
   return 0
 
 

@@ -14,11 +14,11 @@ decides what is done.
 """
 from pipeline.state.layout import (DONE, EDU, ERRORS, HISTOGRAM, PARTITIONS, RUN, SCORES, STATS,
                                    UNITS, chunk_name, output_path)
-from pipeline.state.progress import (ShardChanged, check_precision, done_chunk, mark_chunk,
-                                     shard_identity, write_summary)
+from pipeline.state.progress import (ShardChanged, check_precision, check_unchanged, done_chunk,
+                                     mark_chunk, shard_identity, write_summary)
 from pipeline.state.settings import Output, OutputMismatch, check_or_write, open_output, recorded, wanted
 
 __all__ = ["DONE", "EDU", "ERRORS", "HISTOGRAM", "PARTITIONS", "RUN", "SCORES", "STATS", "UNITS",
-           "chunk_name", "output_path", "ShardChanged", "check_precision", "done_chunk", "mark_chunk",
+           "chunk_name", "output_path", "ShardChanged", "check_precision", "check_unchanged", "done_chunk", "mark_chunk",
            "shard_identity", "write_summary", "Output", "OutputMismatch", "check_or_write",
            "open_output", "recorded", "wanted"]

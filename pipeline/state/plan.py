@@ -48,11 +48,7 @@ class LookUpShard(beam.DoFn):
   report."""
 
   def process(self, source: str):
-    fs, path = io.filesystem(source)
-    try:
-      info = io.retrying(lambda: fs.info(path), f"looking up {source}")
-    except FileNotFoundError:
-      info = None
+    info = progress.look_up(source)
     yield source, int((info or {}).get("size") or 0), progress.shard_identity(info)
 
 

@@ -48,6 +48,28 @@ def shard_identity(info: dict | None) -> str:
   return f"size {size}"
 
 
+def look_up(source: str) -> dict | None:
+  """The store's metadata of one shard (one call), None when it is not there."""
+  fs, path = io.filesystem(source)
+  try:
+    return io.retrying(lambda: fs.info(path), f"looking up {source}")
+  except FileNotFoundError:
+    return None
+
+
+def check_unchanged(output: str, source: str, indices) -> None:
+  """For steps that go back to a scored shard's records (rethreshold): its bytes are still those
+  its chunks (`indices`) were scored from. Two calls: a lookup and the first marker there is (a
+  chunk of an unfinished run may have scores and no marker yet)."""
+  for index in sorted(indices):
+    try:
+      marker = read_marker(output, source, index)
+    except FileNotFoundError:
+      continue
+    check_shard(output, source, marker.get("shard"), shard_identity(look_up(source)))
+    return
+
+
 def check_shard(output: str, source: str, recorded: str, current: str) -> None:
   if recorded != current:
     key = io.shard_key(source)

@@ -1,6 +1,6 @@
 """What a resume may not mix into one output: two precisions, or two versions of a shard. Real
-runs of `pipeline.run` (tests/pipeline/faults.py: `--dtype auto` resolved as a TPU would, and a
-crash before the first unit summary)."""
+runs of `pipeline.run` (tests/pipeline/inject_faults.py: `--dtype auto` resolved as a TPU
+would, and a crash before the first unit summary)."""
 from __future__ import annotations
 
 import glob

@@ -257,4 +257,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Ends as pipeline.run does: a run refused while shapes compile on other threads would
+  # otherwise abort in the interpreter's teardown instead of exiting with its status.
+  from pipeline.process import exit_now
+  exit_now(main())

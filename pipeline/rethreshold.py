@@ -45,8 +45,9 @@ def _write_shard(element, edu_output: str, max_record_bytes: int, output: str | 
   chunks = list(chunks)
   wanted = {row for _, rows, _, _ in chunks for row in rows}
   originals = {}
-  if wanted and output is not None:
-    state.check_unchanged(output, source, [int(name.rsplit("-", 1)[1]) for name, _, _, _ in chunks])
+  if wanted:
+    if output is not None:
+      state.check_unchanged(output, source, [int(name.rsplit("-", 1)[1]) for name, _, _, _ in chunks])
     last = max(wanted)
     for row, item in shards.iter_records(source, max_record_bytes):
       if row in wanted:

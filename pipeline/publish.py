@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import options as declarations
-from pipeline import dataset, faults, io, manifest, schemas, stats
+from pipeline import dataset, faults, io, schemas, state
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
@@ -54,11 +54,11 @@ class PublishConfig:
 
 def run_info(output: str) -> dict:
   """The run's settings and counts: _run.json and stats.json (two small files)."""
-  run_manifest, stats_path = io.join(output, manifest.RUN_MANIFEST), io.join(output, stats.STATS)
+  run_manifest, stats_path = io.join(output, state.RUN), io.join(output, state.STATS)
   if not io.exists(run_manifest):
-    raise FileNotFoundError(f"{output} holds no scoring run (no {manifest.RUN_MANIFEST})")
+    raise FileNotFoundError(f"{output} holds no scoring run (no {state.RUN})")
   if not io.exists(stats_path):
-    raise FileNotFoundError(f"the run in {output} is not finished (no {stats.STATS}): rerun its "
+    raise FileNotFoundError(f"the run in {output} is not finished (no {state.STATS}): rerun its "
                             "pipeline.run command to complete it first")
   return {**json.loads(io.read_bytes(run_manifest)), **json.loads(io.read_bytes(stats_path))}
 

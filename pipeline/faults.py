@@ -46,10 +46,16 @@ TOKENIZER_FAILED = "tokenizer_failed"
 UNREADABLE_SHARD = "unreadable_shard"
 UNSUPPORTED_FORMAT = "unsupported_format"
 TRUNCATED_SHARD = "truncated_shard"
+# What a training record's label holds (train/data.py's bad_rows.jsonl):
+MISSING_LABEL = "missing_label"
+LABEL_NOT_A_NUMBER = "label_not_a_number"
+LABEL_NOT_FINITE = "label_not_finite"
+LABEL_OUT_OF_RANGE = "label_out_of_range"
 RECORD_CODES = frozenset({
     INVALID_JSON, TOO_DEEP, RECORD_TOO_LARGE, EMPTY_LINE, NOT_AN_OBJECT, MISSING_TEXT, NULL_TEXT,
     NON_STRING_TEXT, UNDECODABLE_BYTES, INVALID_UNICODE, TOKENIZER_FAILED, UNREADABLE_SHARD,
-    UNSUPPORTED_FORMAT, TRUNCATED_SHARD})
+    UNSUPPORTED_FORMAT, TRUNCATED_SHARD, MISSING_LABEL, LABEL_NOT_A_NUMBER, LABEL_NOT_FINITE,
+    LABEL_OUT_OF_RANGE})
 
 # What retrying cannot mend (the path, the permissions, or a bug): raised as they are, where any
 # other exception of storage or an endpoint is taken for a blip and retried.

@@ -97,13 +97,23 @@ def parse(source: str, row: int, item, text_field: str, id_field: str) -> Docume
   """One record (a JSON line as bytes, a Parquet row as a dict, or a record read past as too
   large) to a Document, or why not."""
   try:
-    return _document(source, row, item, text_field, id_field)
+    record = decode(item, text_field)
   except RecordFault as fault:
-    head = item.head if isinstance(item, TooLarge) else item
-    return Rejected.of(fault, source, row, _raw(head)[:RAW_LIMIT])
+    return rejected(fault, source, row, item)
+  doc_id = record.get(id_field)
+  doc_id = f"{source}:{row}" if doc_id is None or doc_id == "" else str(doc_id)
+  return Document(source, row, doc_id, record[text_field])
 
 
-def _document(source: str, row: int, item, text_field: str, id_field: str) -> Document:
+def rejected(fault: RecordFault, source: str, row: int, item) -> Rejected:
+  """The errors/ row of a fault found in `item` (as `decode` takes it)."""
+  head = item.head if isinstance(item, TooLarge) else item
+  return Rejected.of(fault, source, row, _raw(head)[:RAW_LIMIT])
+
+
+def decode(item, text_field: str) -> dict:
+  """One record as a dict whose `text_field` is a string, or RecordFault: what scoring and
+  training (train/data.py, which then reads the label) both accept."""
   if isinstance(item, TooLarge):
     raise RecordFault(RECORD_TOO_LARGE, f"{item.size:,} bytes, over --max_record_bytes")
   record = item
@@ -136,6 +146,4 @@ def _document(source: str, row: int, item, text_field: str, id_field: str) -> Do
     raise RecordFault(NULL_TEXT, f"{text_field!r} is null")
   if not isinstance(text, str):
     raise RecordFault(NON_STRING_TEXT, f"{text_field!r} is a {type(text).__name__}")
-  doc_id = record.get(id_field)
-  doc_id = f"{source}:{row}" if doc_id is None or doc_id == "" else str(doc_id)
-  return Document(source, row, doc_id, text)
+  return record

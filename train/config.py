@@ -27,7 +27,7 @@ class TrainConfig:
   model: str = DEFAULT_BASE  # base: a classifier to continue, or an encoder to put a fresh head on
   eval_data: tuple[str, ...] = ()  # held-out shards; empty: split eval_size off `data`, stratified
   text_field: str = "text"  # field holding the document
-  label_field: str = "score"  # field holding the 0-5 label (float or int; clipped to 0-5)
+  label_field: str = "score"  # field holding the 0-5 label (float or int); others are bad rows
   freeze_encoder: bool = True  # train the head only, as fineweb-edu did
   # With a frozen encoder: run it once per document and train the head on cached <s> features.
   # False runs the encoder every step, frozen by the optimizer's mask (slow; the tests use it to

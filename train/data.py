@@ -1,22 +1,24 @@
 """Labelled documents from shards, every rejected row counted with its reason, and the split.
 
-Shards are read by the scoring pipeline's reader (`pipeline.io`), so training accepts exactly
-the formats, paths and broken files that scoring does, with the same reasons.
+Shards are read by the scoring pipeline's reader and records decoded by its parser
+(pipeline/shards.py, pipeline/records.py), so training accepts exactly the formats, paths,
+broken files and bad records that scoring does, with the same reasons; a label missing, not a
+number or outside 0-5 adds its own. Every rejected row is listed in bad_rows.jsonl in the
+form of scoring's errors/ records.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from model.recipe import int_scores
-from pipeline import io as shard_io, shards
-from pipeline.records import Rejected, TooLarge, json_depth_exceeds
+from pipeline import faults, io as shard_io, records, shards
+from pipeline.faults import RecordFault
+from pipeline.records import Rejected
 
-RAW_CHARS = 1000  # of a bad row kept in the report: enough to find it, not a copy of the corpus
 # As scoring's --max_record_bytes default: a record larger than this is a bad row, read past
 # without being held, so the reader's memory is bounded whatever the data holds.
 MAX_RECORD_BYTES = 16 << 20
@@ -26,7 +28,7 @@ LABEL_RANGE = (0.0, 5.0)
 @dataclasses.dataclass
 class Examples:
   texts: list[str]
-  labels: np.ndarray  # float32, clipped to 0-5
+  labels: np.ndarray  # float32, each in 0-5
 
   def take(self, index: np.ndarray) -> "Examples":
     return Examples([self.texts[i] for i in index], self.labels[index])
@@ -37,24 +39,16 @@ class DataReport:
   shards: int = 0
   rows: int = 0  # rows seen, good and bad
   used: int = 0
-  clipped: int = 0  # labels outside 0-5, used after clipping
-  bad: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # reason -> rows
-  bad_rows: list = dataclasses.field(default_factory=list)  # {source, row, reason, raw}
+  bad: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # reason code -> rows
+  bad_rows: list[Rejected] = dataclasses.field(default_factory=list)  # as scoring's errors/ records
 
-  def reject(self, source: str, row: int | None, reason: str, raw) -> None:
-    self.bad[reason] += 1
-    raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    raw = raw if isinstance(raw, str) or raw is None else json.dumps(raw, ensure_ascii=False, default=str)
-    self.bad_rows.append({"source": source, "row": row, "reason": reason,
-                          "raw": None if raw is None else raw[:RAW_CHARS]})
+  def reject(self, rejected: Rejected) -> None:
+    self.bad[rejected.code] += 1
+    self.bad_rows.append(rejected)
 
   def summary(self) -> dict:
-    return {"shards": self.shards, "rows": self.rows, "used": self.used, "clipped": self.clipped,
+    return {"shards": self.shards, "rows": self.rows, "used": self.used,
             "bad": sum(self.bad.values()), "bad_by_reason": dict(sorted(self.bad.items()))}
-
-
-class BadRow(ValueError):
-  pass
 
 
 def expand(patterns) -> list[str]:
@@ -68,34 +62,29 @@ def expand(patterns) -> list[str]:
   return sorted(set(found))
 
 
-def parse(item, text_field: str, label_field: str) -> tuple[str, float]:
-  if isinstance(item, TooLarge):
-    raise BadRow("record_too_large")
-  if isinstance(item, bytes):
-    if not item.strip():
-      raise BadRow("blank_line")
-    if json_depth_exceeds(item):
-      raise BadRow("too_deep")
-    try:
-      item = json.loads(item)
-    except (ValueError, RecursionError):
-      raise BadRow("invalid_json") from None
-  if not isinstance(item, dict):
-    raise BadRow("not_an_object")
-  text, label = item.get(text_field), item.get(label_field)
-  if text is None:
-    raise BadRow("missing_text")
-  if not isinstance(text, str):
-    raise BadRow("text_not_a_string")
-  if not text.strip():
-    raise BadRow("empty_text")
+def parse(source: str, row: int, item, text_field: str, label_field: str) -> tuple[str, float] | Rejected:
+  """(text, label) of one record, or why not: scoring's faults (pipeline/records.py) for the
+  text, so that training accepts exactly the documents scoring scores, then the label's."""
+  try:
+    record = records.decode(item, text_field)
+    return record[text_field], _label(record, label_field)
+  except RecordFault as fault:
+    return records.rejected(fault, source, row, item)
+
+
+def _label(record: dict, field: str) -> float:
+  label = record.get(field)
   if label is None:
-    raise BadRow("missing_label")
+    raise RecordFault(faults.MISSING_LABEL, f"no {field!r} field" if field not in record else f"{field!r} is null")
   if isinstance(label, bool) or not isinstance(label, (int, float)):
-    raise BadRow("label_not_a_number")
+    raise RecordFault(faults.LABEL_NOT_A_NUMBER, f"{field!r} is a {type(label).__name__}")
   if not math.isfinite(label):
-    raise BadRow("label_not_finite")
-  return text, float(label)
+    raise RecordFault(faults.LABEL_NOT_FINITE, f"{field!r} is {label}")
+  if not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
+    # Not clipped: a 9 on a 0-5 scale is a mistake in the labelling (another scale, a typo),
+    # and training on 5 in its place would hide it.
+    raise RecordFault(faults.LABEL_OUT_OF_RANGE, f"{field!r} is {label}, outside 0-5")
+  return float(label)
 
 
 def read(patterns, text_field: str, label_field: str, report: DataReport | None = None
@@ -108,21 +97,17 @@ def read(patterns, text_field: str, label_field: str, report: DataReport | None 
     # fails, a rerun reads again); only what lies in the bytes becomes a bad row.
     for row, item in shards.iter_records(source, MAX_RECORD_BYTES):
       if isinstance(item, Rejected):  # unreadable, unsupported, or broken off at `row`
-        report.reject(source, row, item.reason, None)
+        report.reject(item)
         continue
       report.rows += 1
-      try:
-        text, label = parse(item, text_field, label_field)
-      except BadRow as err:
-        report.reject(source, row, str(err), item.head if isinstance(item, TooLarge) else item)
+      parsed = parse(source, row, item, text_field, label_field)
+      if isinstance(parsed, Rejected):
+        report.reject(parsed)
         continue
-      texts.append(text)
-      labels.append(label)
-  raw = np.asarray(labels, np.float32)
-  clipped = np.clip(raw, *LABEL_RANGE)
-  report.clipped += int(np.sum(clipped != raw))
+      texts.append(parsed[0])
+      labels.append(parsed[1])
   report.used += len(texts)
-  return Examples(texts, clipped), report
+  return Examples(texts, np.asarray(labels, np.float32)), report
 
 
 def stratified_split(labels: np.ndarray, eval_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,38 +6,35 @@ and `pipeline.run --model` read: config.json with the head, model.safetensors, t
 from __future__ import annotations
 
 import os
-import posixpath
 import tempfile
 
-import fsspec
 from flax import nnx
 
 from model import checkpoint
 from model.config import ModelConfig
-from pipeline.io import write_bytes_atomic
+from pipeline import io
 from train import parallel
 
 
 class Output:
-  """Files of the output directory, each written whole (pipeline.io.write_bytes_atomic: a
-  rename locally, the upload itself on object stores, where a rename is a copy)."""
+  """Files of the output directory through the scoring pipeline's storage layer (pipeline/io.py):
+  retried, each written whole (a rename locally, the upload itself on object stores), and a
+  storage fault never read as a missing file."""
 
   def __init__(self, root: str):
     self.root = root.rstrip("/")
-    self.fs, self._path = fsspec.core.url_to_fs(self.root)
-    self.fs.makedirs(self._path, exist_ok=True)
 
   def path(self, name: str) -> str:
-    return posixpath.join(self.root, name) if "://" in self.root else os.path.join(self.root, name)
+    return io.join(self.root, name)
 
   def exists(self, name: str) -> bool:
-    return self.fs.exists(posixpath.join(self._path, name))
+    return io.exists(self.path(name))
 
   def read(self, name: str) -> bytes:
-    return self.fs.cat_file(posixpath.join(self._path, name))
+    return io.read_bytes(self.path(name))
 
   def write(self, name: str, data: bytes) -> None:
-    write_bytes_atomic(self.path(name), data)
+    io.write_bytes_atomic(self.path(name), data)
 
   def put_dir(self, local_dir: str) -> None:
     for name in sorted(os.listdir(local_dir)):

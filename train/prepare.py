@@ -62,8 +62,7 @@ def write_data_report(output: Output, report: data.DataReport, train, held_out) 
              "train_int_scores": histogram(train), "eval_int_scores": histogram(held_out)}
   if parallel.is_primary():
     output.write(DATA_REPORT, json.dumps(summary, indent=2).encode())
-    output.write(BAD_ROWS, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                   for r in report.bad_rows).encode())
+    output.write(BAD_ROWS, "".join(r.to_json() + "\n" for r in report.bad_rows).encode())
   if summary["bad"]:
     log.warning("%d bad rows, not used (%s); each is listed in %s", summary["bad"],
                 summary["bad_by_reason"], output.path(BAD_ROWS))

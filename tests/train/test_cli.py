@@ -73,3 +73,26 @@ def test_cli_refuses_contradictory_flags():
 ])
 def test_hosts_join_when_the_tpu_runtime_reports_several(environ, flag, expected):
   assert hosts.should_initialize(flag, environ) is expected
+
+
+def test_poison_rows_are_listed_and_the_run_completes(small_corpus, encoder_dir, tmp_path):
+  # 120 good rows and 4 poison ones: an escaped lone surrogate (valid JSON, no UTF-8 string can
+  # hold it), a blank line, a text that is a number, a label off the 0-5 scale.
+  from train import run
+  good = open(small_corpus, encoding="utf-8").read().splitlines()
+  poison = ['{"text": "\\ud800", "score": 2}', "", '{"text": 42, "score": 1}',
+            json.dumps({"text": "라벨 9", "score": 9})]
+  data = tmp_path / "poisoned.jsonl"
+  data.write_text("\n".join(good[:30] + poison[:2] + good[30:90] + poison[2:] + good[90:]) + "\n",
+                  encoding="utf-8")
+  out = tmp_path / "out"
+  assert run.main(["--data", str(data), "--output", str(out), "--model", encoder_dir, "--epochs", "1",
+                   "--batch_size", "32", "--eval_size", "24", "--max_length", "64", "--row_lengths", "32,64",
+                   "--encode_tokens_per_device", "512"]) == 0
+  bad = [json.loads(line) for line in (out / "bad_rows.jsonl").read_text().splitlines()]
+  assert [(r["row"], r["reason"].split(":")[0]) for r in bad] == [
+      (30, "invalid_unicode"), (31, "empty_line"), (92, "non_string_text"), (93, "label_out_of_range")]
+  assert all(r["source"] == str(data) for r in bad) and bad[3]["raw"] == poison[3]
+  report = json.loads((out / "data_report.json").read_text())
+  assert report["rows"] == 124 and report["used"] == 120 and report["train"] + report["eval"] == 120
+  assert json.loads((out / "eval_report.json").read_text())["documents"] == 24

@@ -1,6 +1,8 @@
-"""Memory per device of a full fine-tune of XLM-RoBERTa-large over 8 devices, from XLA.
+"""Memory per device of a full fine-tune of XLM-RoBERTa-large over 8 devices, from XLA; and the
+device batch train.run chooses for it on TPU slice shapes.
 
     python -m bench.train_memory [--device_batch_size 1,4,8] [--length 512] [--devices 8]
+    python -m bench.train_memory --chips v5e-16,v4-8
 
 Compiles train/steps.py's two programs (`accumulate`: one micro-batch's forward and backward
 into the per-device gradient sums; `apply`: the reduction and AdamW) for the real large shape
@@ -24,6 +26,8 @@ import time
 from bench import common
 
 GIB = 2**30
+# Slice shapes: JAX devices and memory per device (a v4 chip's two cores are one device).
+CHIPS = {"v5e-16": (16, 16 * GIB), "v4-8": (4, 32 * GIB), "v5e-8": (8, 16 * GIB)}
 LARGE = dict(vocab_size=common.VOCAB_SIZE, max_position_embeddings=common.MAX_POSITIONS,
              **common.SIZES["large"])
 
@@ -39,11 +43,12 @@ def measure(devices: int, rows_per_device: int, length: int, precision: str, rep
   from model import runtime
   from model.config import ModelConfig
   from model.xlmr import XLMRobertaClassifier
-  from train import optim, parallel, steps
+  from model import placement
+  from train import optim, steps
   from train.config import TrainConfig
 
   if replicated:
-    parallel.param_sharding = lambda mesh, shape: parallel.replicated(mesh)
+    placement.param_sharding = lambda mesh, shape: placement.replicated(mesh)
   cfg = ModelConfig(**LARGE)
   # TPUs' attention (with dropout on, training runs its own attention over the probabilities).
   rt = runtime.resolve(cfg, precision, "batched", devices=jax.devices()[:devices], training=True)
@@ -58,16 +63,16 @@ def measure(devices: int, rows_per_device: int, length: int, precision: str, rep
   o = with_sharding(jax.eval_shape(optimizer.init, params), run.opt_shardings)
   sums = run.sum_shapes
   rows = rows_per_device * devices
-  row = lambda dtype, *shape: jax.ShapeDtypeStruct((rows, *shape), dtype, sharding=parallel.rows(rt.mesh))
+  row = lambda dtype, *shape: jax.ShapeDtypeStruct((rows, *shape), dtype, sharding=placement.rows(rt.mesh))
   batch = {"input_ids": row(jnp.int32, length), "segment_ids": row(jnp.int32, length),
            "position_ids": row(jnp.int32, length), "cls_index": row(jnp.int32, 1),
            "label": row(jnp.float32), "weight": row(jnp.float32), "document": row(jnp.int32)}
-  scalar = lambda dtype, *shape: jax.ShapeDtypeStruct(shape, dtype, sharding=parallel.replicated(rt.mesh))
+  scalar = lambda dtype, *shape: jax.ShapeDtypeStruct(shape, dtype, sharding=placement.replicated(rt.mesh))
   # Donation as on TPU (Steps leaves it off on CPU, where it only warns at run time).
   accumulate = jax.jit(run._accumulate, donate_argnums=(1,),
                        out_shardings=jax.tree.map(lambda x: x.sharding, sums))
   apply = jax.jit(run._apply, donate_argnums=(0, 1, 2),
-                  out_shardings=(run.param_shardings, run.opt_shardings, parallel.replicated(rt.mesh)))
+                  out_shardings=(run.param_shardings, run.opt_shardings, placement.replicated(rt.mesh)))
   out = {"devices": devices, "rows_per_device": rows_per_device, "length": length, "precision": precision,
          "layout": "replicated" if replicated else "fsdp",
          "attention": rt.attention, "parameters": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))}
@@ -91,6 +96,49 @@ def measure(devices: int, rows_per_device: int, length: int, precision: str, rep
   # Without sharding: the same parameters, Adam moments and one gradient, whole on every device.
   out["replicated_state"] = out["parameters"] * 4 * 4
   return out
+
+
+def choose(devices: int, budget: int, batch_size: int, length: int, precision: str) -> dict:
+  """train.run's own choice (train/memory.py) for a default full fine-tune of large on
+  `devices` fake devices of `budget` bytes, compiled with the buffer donation TPUs get."""
+  import jax
+  from flax import nnx
+
+  from model import runtime
+  from model.config import ModelConfig
+  from model.xlmr import XLMRobertaClassifier
+  from train import memory, optim, steps
+  from train.config import TrainConfig
+
+  cfg = ModelConfig(**LARGE)
+  rt = runtime.resolve(cfg, precision, "batched", devices=jax.devices()[:devices], training=True)
+  abstract = nnx.eval_shape(lambda: XLMRobertaClassifier(cfg, **rt.model_kwargs(), rngs=nnx.Rngs(0)))
+  graphdef, params = nnx.split(abstract, nnx.Param)
+  config = TrainConfig(data=("-",), output="-", freeze_encoder=False, batch_size=batch_size)
+  run = steps.Steps(graphdef, optim.optimizer(config, params, 1000), rt, params, cached=False,
+                    frozen=False, dropout=True, donate=True)
+  start = time.perf_counter()
+  choice = memory.choose(run, params, batch_size=batch_size, length=length, budget=budget)
+  return {"devices": devices, "budget": budget, "batch_size": batch_size, "length": length,
+          "precision": precision, "seconds": time.perf_counter() - start, **choice.to_json()}
+
+
+def choice_report(runs: dict, command: str) -> str:
+  rows = []
+  for name, r in runs.items():
+    tried = ", ".join(f"{k}: {v / GIB:.1f}" for k, v in sorted(r["tried"].items(), key=lambda kv: int(kv[0])))
+    rows.append([name, r["devices"], f"{r['budget'] / GIB:.0f}", f"{r['batch_size'] // r['devices']}",
+                 r["rows_per_device"], r["passes"], f"{r['peak_bytes'] / GIB:.2f}",
+                 f"{r['apply_peak_bytes'] / GIB:.2f}", tried])
+  r = next(iter(runs.values()))
+  return "\n\n".join([
+      f"Command: `{command}` (from the repository root), {time.strftime('%Y-%m-%d %H:%M')}. "
+      f"`train/memory.py`'s choice for `python -m train.run --no_freeze_encoder` with XLM-RoBERTa-large "
+      f"(batch {r['batch_size']}, {r['length']}-token passes, `--dtype {r['precision']}`, dropout), "
+      f"compiled for each slice's device count on fake CPU devices with TPU's buffer donation; "
+      f"a pass fits when its peak is within {90}% of the device's memory. GiB per device.",
+      common.table(["slice", "devices", "memory", "share of a step", "rows per pass", "passes a step",
+                    "peak of a pass", "peak of AdamW's update", "peaks tried (rows: GiB)"], rows)])
 
 
 def report(runs: list[dict], command: str) -> str:
@@ -122,11 +170,33 @@ def main(argv=None) -> int:
   parser.add_argument("--precision", default="float32")
   parser.add_argument("--replicated", default="1", help="rows per device to also compile with "
                       "parameters and Adam state replicated, for comparison ('' for none)")
+  parser.add_argument("--chips", help=f"slice shapes to choose a device batch for, of {', '.join(CHIPS)}")
+  parser.add_argument("--batch_size", type=int, default=2048, help="global batch, with --chips")
   parser.add_argument("--no_doc", action="store_true")
   parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)
   parser.add_argument("--layout", default="fsdp", help=argparse.SUPPRESS)
   parser.add_argument("--json", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.variant and args.layout == "choose":
+    devices, budget = CHIPS[args.chips]
+    with open(args.json, "w") as f:
+      json.dump(choose(devices, budget, args.batch_size, args.length, args.precision), f)
+    return 0
+  if args.chips and not args.variant:
+    command = common.command_line()
+    runs = {}
+    for name in args.chips.split(","):
+      devices, _ = CHIPS[name]
+      runs[name] = common.run_variant("bench.train_memory", [
+          "--variant", "1", "--layout", "choose", "--chips", name, "--batch_size", str(args.batch_size),
+          "--length", str(args.length), "--precision", args.precision],
+          {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"})
+    common.save_results("train_device_batch", {"runs": runs, "command": command})
+    body = choice_report(runs, command)
+    print(body)
+    if not args.no_doc:
+      common.update_doc("train device batch", body)
+    return 0
   if args.variant:
     with open(args.json, "w") as f:
       json.dump(measure(args.devices, args.variant, args.length, args.precision, args.layout == "replicated"), f)

@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from model import checkpoint, packing, runtime as runtimes
+from model import checkpoint, packing, placement, runtime as runtimes
 from model.precision import COMPUTE
 from model.runtime import Runtime
 from model.xlmr import XLMRobertaClassifier
@@ -89,7 +88,7 @@ class EncoderRunner:
     self.model_config = cfg
     self.pad_token_id = cfg.pad_token_id
     self._graphdef, state = nnx.split(model)
-    self._state = _place(state, runtime.replicated)
+    self._state = placement.place(state, runtime.replicated)
     devices = runtime.devices
     fraction = config.smallest_batch_fraction or (32 if runtime.platform == "cpu" else 8)
     self._sizes = {l: packing.batch_sizes(max(1, config.tokens_per_device // l) * devices,
@@ -176,7 +175,7 @@ class EncoderRunner:
     """Starts `batch` on the devices and returns at once (JAX runs asynchronously)."""
     run = self._executable(*batch.shape)
     arrays = (batch.input_ids, batch.segment_ids, batch.position_ids, batch.cls_index)
-    output = run(self._state, *(_place(a, self.runtime.rows) for a in arrays))
+    output = run(self._state, *(placement.place(a, self.runtime.rows) for a in arrays))
     self.stats.computed_tokens += batch.input_ids.size
     self.stats.real_tokens += batch.real_tokens
     return Dispatched(batch, output)
@@ -184,7 +183,7 @@ class EncoderRunner:
   def collect(self, dispatched: Dispatched, out: np.ndarray) -> None:
     """Waits for a dispatched batch and writes its documents' outputs into `out`."""
     batch = dispatched.batch
-    out[batch.documents] = _to_host(dispatched.output)[batch.slots]
+    out[batch.documents] = placement.to_host(dispatched.output)[batch.slots]
     self.stats.documents += len(batch.documents)
 
   def empty(self, n: int) -> np.ndarray:
@@ -214,20 +213,3 @@ def load_runner(model_dir: str, config: RunnerConfig, *, precision: str = "auto"
   runtime = runtimes.resolve(checkpoint.read_config(model_dir), precision, attention, devices)
   _, model = checkpoint.load_classifier(model_dir, allow_pickle=allow_pickle, **runtime.model_kwargs())
   return EncoderRunner(model, runtime, config, output)
-
-
-def _place(tree, sharding):
-  """Host arrays, the same on every host, to global arrays of `sharding`."""
-  def put(x):
-    if sharding.is_fully_addressable:  # one host: the plain path
-      return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree.map(put, tree)
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-  """A global array as numpy on every host."""
-  if x.is_fully_addressable:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -15,14 +15,15 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
+from model import placement
 from model.attention import batched_attention, row_attention
 from model.config import ModelConfig
+from model.placement import DATA_AXIS
 from model.precision import COMPUTE
 
 log = logging.getLogger(__name__)
-DATA_AXIS = "data"  # the one mesh axis: batches are split along it, parameters replicated
 ATTENTIONS = ("batched", "rows", "fused", "cudnn", "pallas")
 ACCELERATORS = ("tpu", "gpu")  # jax's platform names for TPUs and CUDA (or ROCm) GPUs
 # What "auto" attends with on a GPU. XLA's batched op with the segment mask until bench/gpu.py
@@ -77,11 +78,11 @@ class Runtime:
   @property
   def rows(self) -> NamedSharding:
     """Arrays split by their first axis over the devices: batches."""
-    return NamedSharding(self.mesh, P(DATA_AXIS))
+    return placement.rows(self.mesh)
 
   @property
   def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
+    return placement.replicated(self.mesh)
 
   def attention_fn(self) -> Callable:
     if self.attention == "fused":
@@ -114,10 +115,8 @@ class Runtime:
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = list(devices or jax.local_devices())
-  # Auto axes: the batch is the only thing sharded and XLA propagates it through the model.
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  """model/placement.py's mesh over `devices` (default: this host's)."""
+  return placement.make_mesh(devices or jax.local_devices())
 
 
 def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", devices=None,

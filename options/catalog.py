@@ -124,7 +124,10 @@ TRAINING = [
     Option("max_steps", "Optimizer steps, instead of epochs.", (TRAIN,), type=int, group="steps"),
     Option("batch_size", "Global documents per optimizer step.", (TRAIN,), default=_train("batch_size"), type=int),
     Option("device_batch_size", "Documents per device per pass; smaller than batch_size/devices "
-           "accumulates gradients.", (TRAIN,), type=int),
+           "accumulates gradients (default: the most that fit each device's memory, by XLA's analysis "
+           "of the compiled step).", (TRAIN,), type=int),
+    Option("device_memory_bytes", "Memory per device to fit passes into (default: what the device "
+           "reports).", (TRAIN,), type=int),
     Option("learning_rate", "Peak learning rate (default: 3e-4 with a frozen encoder, the seed's; "
            "2e-5 when the encoder trains).", (TRAIN,), type=float),
     *[Option(name, help, (TRAIN,), default=_train(name), type=float) for name, help in [
@@ -142,8 +145,11 @@ TRAINING = [
         ("log_every", "Steps between training-loss log lines.")]],
     Option("row_lengths", "Padded token-row lengths, comma-separated.", (TRAIN,), default=_train("row_lengths"),
            type=ints),
-    Option("dtype", "Encoder precision (model/precision.py); parameters stay float32.", (TRAIN,),
-           default=_train("dtype"), choices=Ref("model.precision:COMPUTE")),
+    Option("dtype", "Precision of training passes (model/precision.py); parameters stay float32.",
+           (TRAIN,), default=_train("dtype"), choices=Ref("model.precision:COMPUTE")),
+    Option("score_dtype", "Precision the model will be scored at (auto: pipeline.run's on this "
+           "platform); a frozen encoder's features are computed, and the model evaluated, at it.",
+           (TRAIN,), default=_train("score_dtype"), choices=("auto", "float32", "bfloat16_3x", "bfloat16")),
     Option("distributed", "Join the other hosts (jax.distributed.initialize()) even where the TPU "
            "runtime does not report several; it is automatic where it does.", (TRAIN,), default=False,
            type=bool, action="flag"),

@@ -1,6 +1,6 @@
 """That every host, and a resumed run, trains on the very documents the others do.
 
-Each host reads the whole corpus and builds the same batches from it (train/parallel.py), so
+Each host reads the whole corpus and builds the same batches from it (model/placement.py), so
 hosts that read different files (a shard written while they listed the glob, a cache out of
 date) would feed different rows into one step with nothing failing. A resumed run that matches
 new shards would silently change the steps per epoch and every batch after the resume point.

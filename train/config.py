@@ -16,7 +16,7 @@ DEFAULT_BASE = "nlpai-lab/KoE5"  # published as an encoder-only XLMRobertaModel:
 FROZEN_LEARNING_RATE, FULL_LEARNING_RATE = 3e-4, 2e-5
 # Settings that may change when an interrupted run resumes: they move no result (beyond the
 # float rounding of a different accumulation split) and may need to, e.g. on another slice.
-RUNTIME_FIELDS = ("output", "device_batch_size", "encode_tokens_per_device", "checkpoint_every",
+RUNTIME_FIELDS = ("output", "device_batch_size", "device_memory_bytes", "encode_tokens_per_device", "checkpoint_every",
                   "keep_checkpoints", "distributed", "log_every")
 
 
@@ -36,9 +36,12 @@ class TrainConfig:
   epochs: int | None = None  # None: 20 with a frozen encoder (fineweb-edu), 3 when training all
   max_steps: int | None = None  # optimizer steps; overrides epochs when given
   batch_size: int = 2048  # documents per optimizer step, over all devices and accumulation
-  # Documents per device per forward/backward pass; None: the whole batch at once. Smaller
-  # values accumulate gradients over several passes, for batches that do not fit.
+  # Documents per device per forward/backward pass; smaller than the device's share of a step
+  # accumulates gradients over several passes. None: the most that fit the device's memory, by
+  # XLA's analysis of the compiled step (train/memory.py); the whole share with cached features.
   device_batch_size: int | None = None
+  # Bytes of memory per device to fit passes into; None: what the device reports (TPU, GPU).
+  device_memory_bytes: int | None = None
   # Peak, after warm-up; None: FROZEN_LEARNING_RATE or FULL_LEARNING_RATE, by freeze_encoder.
   learning_rate: float | None = None
   warmup_ratio: float = 0.1  # fraction of all steps of linear warm-up; cosine decay to 0 after
@@ -55,6 +58,10 @@ class TrainConfig:
   # The encoder's precision, a key of model.precision.COMPUTE ("bfloat16" on TPU); parameters
   # and the optimiser stay float32 under every setting.
   dtype: str = "float32"
+  # The precision the exported model will be scored at: "auto" is what `pipeline.run --dtype
+  # auto` resolves to on this platform (bf16 on TPU). A frozen encoder's cached features are
+  # computed at it, so the head is fit, and eval_report.json measured, on what scoring computes.
+  score_dtype: str = "auto"
   threshold: int = 3  # int_score at or above which a document is educational, for binary F1
   checkpoint_every: int = 500  # steps between checkpoints; also at every epoch's end
   keep_checkpoints: int = 2  # latest checkpoints kept for resuming (the best one is kept apart)
@@ -73,6 +80,8 @@ class TrainConfig:
       raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
     if self.batch_size < 1 or (self.device_batch_size is not None and self.device_batch_size < 1):
       raise ValueError("batch_size and device_batch_size must be >= 1")
+    if self.device_memory_bytes is not None and self.device_memory_bytes < 1:
+      raise ValueError("device_memory_bytes must be >= 1")
     if not 0 <= self.warmup_ratio <= 1:
       raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
     if self.peak_learning_rate <= 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
@@ -82,6 +91,8 @@ class TrainConfig:
     self.runner_config()  # max_length, row_lengths, encode_tokens_per_device: checked there
     if self.dtype not in COMPUTE:
       raise ValueError(f"dtype must be one of {sorted(COMPUTE)}, got {self.dtype!r}")
+    if self.score_dtype != "auto" and self.score_dtype not in COMPUTE:
+      raise ValueError(f"score_dtype must be 'auto' or one of {sorted(COMPUTE)}, got {self.score_dtype!r}")
     if not 0 <= self.threshold <= 5:
       raise ValueError(f"threshold must be in 0..5, got {self.threshold}")
     if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:

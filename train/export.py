@@ -13,7 +13,7 @@ from flax import nnx
 from model import checkpoint
 from model.config import ModelConfig
 from pipeline import io
-from train import parallel
+from model import placement
 
 
 class Output:
@@ -47,7 +47,7 @@ def flat_params(base_params: dict, trained) -> dict:
   ones (the head alone when features were cached). Every host must call it."""
   params = dict(base_params)
   # Parameters are split over the devices (and hosts): gathered whole, on every host.
-  params.update({path: parallel.to_host(v.get_value()) for path, v in nnx.to_flat_state(trained)})
+  params.update({path: placement.to_host(v.get_value()) for path, v in nnx.to_flat_state(trained)})
   return params
 
 

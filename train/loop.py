@@ -6,9 +6,11 @@ import json
 import logging
 import time
 
+import jax
 import numpy as np
 
-from train import agreement, batches, evaluate, export, optim, parallel, prepare, steps
+from model import placement
+from train import agreement, batches, evaluate, export, memory, optim, prepare, steps
 from train.checkpoints import Checkpoints
 from train.config import TrainConfig
 
@@ -26,15 +28,15 @@ def check_recipe(output: export.Output, config: TrainConfig, resuming: bool) -> 
     if changed:
       raise ValueError(f"{output.root} holds checkpoints of a run with other settings "
                        f"({', '.join(changed)}); use another --output, or the same settings to resume it")
-  elif parallel.is_primary():
+  elif placement.is_primary():
     output.write(RECIPE, json.dumps(recipe, indent=2).encode())
 
 
 class _Inputs:
   """Micro-batches of cached features or of token ids, whichever this run trains on."""
 
-  def __init__(self, config: TrainConfig, prepared: prepare.Prepared, mesh):
-    self.rows = batches.micro_rows(config.batch_size, config.device_batch_size, mesh.devices.size)
+  def __init__(self, config: TrainConfig, prepared: prepare.Prepared, mesh, rows_per_device: int):
+    self.rows = batches.micro_rows(config.batch_size, rows_per_device, mesh.devices.size)
     self._config, self._prepared, self._mesh = config, prepared, mesh
 
   def micro(self, inputs, labels, docs):
@@ -48,7 +50,7 @@ class _Inputs:
     scores = np.empty(len(held_out.labels), np.float32)
     docs = np.arange(len(scores))
     for chunk, batch in self.micro(self._prepared.eval_inputs, held_out.labels, docs):
-      scores[chunk] = parallel.to_host(run.predict(params, parallel.shard_rows(self._mesh, batch)))[:len(chunk)]
+      scores[chunk] = placement.to_host(run.predict(params, placement.shard_rows(self._mesh, batch)))[:len(chunk)]
     return scores
 
 
@@ -56,7 +58,7 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
   """Train, evaluate, export; returns the summary also written to train_summary.json.
   `on_step(step)` runs after each step is done and checkpointed (tests interrupt with it)."""
   started = time.perf_counter()
-  mesh = parallel.make_mesh(devices)
+  mesh = placement.make_mesh(devices or jax.devices())
   output = export.Output(config.output)
   ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
   try:
@@ -71,7 +73,6 @@ def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> di
 
 def _train(config, mesh, output, ckpt, on_step, started) -> dict:
   prepared, data_summary = prepare.prepare(config, mesh, output)
-  inputs = _Inputs(config, prepared, mesh)
   train_labels = prepared.train.labels
   per_epoch = batches.steps_per_epoch(len(train_labels), config.batch_size)
   total = config.max_steps or config.num_epochs * per_epoch
@@ -79,10 +80,12 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
   optimizer = optim.optimizer(config, host_params, total)
   run = steps.Steps(graphdef, optimizer, prepared.runtime, host_params, cached=config.cached,
                     frozen=config.freeze_encoder and not config.cached, dropout=config.dropout)
+  device_batch = choose_device_batch(config, run, host_params)
+  inputs = _Inputs(config, prepared, mesh, device_batch.rows_per_device)
   params = run.place(host_params)
   del host_params
   state = {"params": params, "opt_state": run.init(params),
-           "rng": parallel.replicate(mesh, steps.run_key(config.seed))}
+           "rng": placement.replicate(mesh, steps.run_key(config.seed))}
   meta = {"history": [], "best": None, "loss_sum": 0.0, "data": prepared.data}
   restored = ckpt.restore_latest(state)
   start = 0
@@ -98,10 +101,10 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
     docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)
     sums = run.zeros()
     for _, batch in inputs.micro(prepared.train_inputs, train_labels, docs):
-      sums = run.accumulate(params, sums, parallel.shard_rows(mesh, batch), np.float32(len(docs)),
+      sums = run.accumulate(params, sums, placement.shard_rows(mesh, batch), np.float32(len(docs)),
                             rng, np.int32(step))
     params, opt_state, loss = run.apply(params, opt_state, sums)
-    loss = parallel.scalar(loss)
+    loss = placement.scalar(loss)
     meta["loss_sum"] += loss
     done = step + 1
     if done % config.log_every == 0:
@@ -121,22 +124,38 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
       ckpt.save_latest(done, {"params": params, "opt_state": opt_state, "rng": rng}, meta)
     if on_step:
       on_step(done)
+  run_report = {"device_batch": device_batch.to_json(), "precision": prepared.precision}
   return _finish(config, prepared, inputs, run, ckpt, params, meta, output,
-                 data_summary, time.perf_counter() - started)
+                 data_summary, run_report, time.perf_counter() - started)
 
 
-def _finish(config, prepared, inputs, run, ckpt, params, meta, output, data_summary, seconds) -> dict:
+def choose_device_batch(config: TrainConfig, run: steps.Steps, params) -> memory.Choice:
+  """--device_batch_size, or the most that fits each device's memory (train/memory.py)."""
+  whole = -(-config.batch_size // run.devices)
+  if config.device_batch_size:
+    return memory.Choice(config.device_batch_size, -(-whole // config.device_batch_size), "given")
+  if config.cached:  # the head alone: a few floats per document
+    return memory.Choice(whole, 1, "whole")
+  budget = memory.device_memory(run.mesh, config.device_memory_bytes)
+  if budget is None:
+    log.info("the devices report no memory limit (and no --device_memory_bytes): each takes its "
+             "whole share of a step, %d documents, in one pass", whole)
+  return memory.choose(run, params, batch_size=config.batch_size, length=max(config.lengths), budget=budget)
+
+
+def _finish(config, prepared, inputs, run, ckpt, params, meta, output, data_summary, run_report,
+            seconds) -> dict:
   best = meta["best"]
   best_params = ckpt.restore_best(params, best["step"])
   rep = evaluate.report(prepared.eval.labels, inputs.predict(run, best_params), config.threshold)
-  summary = {"best": best, "history": meta["history"], "data": data_summary,
+  summary = {"best": best, "history": meta["history"], "data": data_summary, **run_report,
              "fresh_head": prepared.base.fresh_head, "model": config.model,
              "output": output.root, "seconds": round(seconds, 1)}
   weights = export.flat_params(prepared.base.params, best_params)  # a collective: on every host
-  if parallel.is_primary():
+  if placement.is_primary():
     export.export(output, prepared.base.config, weights, prepared.model_dir)
     evaluate.write(output, rep, {"step": best["step"], "epoch": best["epoch"],
-                                 "history": meta["history"]})
+                                 "history": meta["history"], **run_report})
     output.write(SUMMARY, json.dumps(summary, indent=2).encode())
   log.info("best: step %d, macro F1 %.3f; model written to %s\n%s", best["step"], best["macro_f1"],
            output.root, evaluate.text(rep))

@@ -17,7 +17,8 @@ from model import convert, hub, runtime as runtimes
 from model.recipe import int_scores
 from model.tokenize import DocumentTokenizer
 from model.xlmr import XLMRobertaClassifier
-from train import agreement, base, data, features, parallel
+from model import placement
+from train import agreement, base, data, features
 from train.config import TrainConfig
 from train.export import Output
 
@@ -37,6 +38,7 @@ class Prepared:
   train_inputs: object  # cached features (documents, hidden), or token ids per document
   eval_inputs: object
   data: dict  # agreement.fingerprint of train and eval, the same on every host
+  precision: dict  # what each pass ran at, and what scoring will: for the reports
 
 
 def split(config: TrainConfig) -> tuple[data.Examples, data.Examples, data.DataReport]:
@@ -60,7 +62,7 @@ def write_data_report(output: Output, report: data.DataReport, train, held_out) 
   histogram = lambda ex: {str(k): int(v) for k, v in zip(*np.unique(int_scores(ex.labels), return_counts=True))}
   summary = {**report.summary(), "train": len(train.texts), "eval": len(held_out.texts),
              "train_int_scores": histogram(train), "eval_int_scores": histogram(held_out)}
-  if parallel.is_primary():
+  if placement.is_primary():
     output.write(DATA_REPORT, json.dumps(summary, indent=2).encode())
     output.write(BAD_ROWS, "".join(r.to_json() + "\n" for r in report.bad_rows).encode())
   if summary["bad"]:
@@ -96,13 +98,19 @@ def prepare(config: TrainConfig, mesh, output: Output) -> tuple[Prepared, dict]:
     model = convert.model_from_params(start.config, start.params, **training.model_kwargs())
   tokenizer = DocumentTokenizer(model_dir, config.max_length)
   train_ids, eval_ids = tokenize(tokenizer, train.texts), tokenize(tokenizer, held_out.texts)
+  # What `pipeline.run` will score the exported model at, on this platform unless told.
+  scoring = runtimes.resolve(start.config, config.score_dtype, devices=devices)
+  precision = {"scoring": scoring.precision, "training": training.precision}
   if config.cached:
-    # The frozen encoder only runs forward: as the scorer runs it.
-    inference = runtimes.resolve(start.config, config.dtype, devices=devices)
-    frozen = convert.model_from_params(start.config, start.params, **inference.model_kwargs())
-    encode = lambda ids: features.encode(frozen, ids, inference, config.runner_config())
+    # The frozen encoder only runs forward, as the scorer runs it and at its precision: the
+    # head is fit, and evaluated, on the features production computes (bf16 on TPU, not fp32).
+    frozen = convert.model_from_params(start.config, start.params, **scoring.model_kwargs())
+    encode = lambda ids: features.encode(frozen, ids, scoring, config.runner_config())
     train_inputs, eval_inputs = encode(train_ids), encode(eval_ids)
+    precision.update(features=scoring.precision, evaluated=scoring.precision)
   else:
     train_inputs, eval_inputs = train_ids, eval_ids
+    precision.update(evaluated=training.precision)
+  log.info("precision: %s", precision)
   return Prepared(model_dir, start, model, training, train, held_out, train_inputs, eval_inputs,
-                  fingerprint), summary
+                  fingerprint, precision), summary

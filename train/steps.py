@@ -1,7 +1,7 @@
 """The compiled pieces of a training step: gradients of one micro-batch, the optimiser update,
 and predictions.
 
-Parameters and Adam's moments live sharded over the "data" axis (train/parallel.py); each
+Parameters and Adam's moments live sharded over the "data" axis (model/placement.py); each
 program gathers the parameters where it computes. Batches are split over the same axis, and
 `accumulate` keeps each device's gradient sum apart, as an extra leading axis sharded over the
 devices: no micro-batch reduces anything across devices. `apply` sums that axis once per step
@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model.runtime import Runtime
 from model.xlmr import XLMRobertaClassifier
-from train import parallel
+from model import placement
 from train.base import HEAD
 
 
@@ -50,26 +50,28 @@ def run_key(seed: int) -> jax.Array:
 class Steps:
 
   def __init__(self, graphdef, optimizer: optax.GradientTransformation, runtime: Runtime, params,
-               *, cached: bool, frozen: bool, dropout: bool):
+               *, cached: bool, frozen: bool, dropout: bool, donate: bool | None = None):
     """`params`: the tree to train (arrays or shapes); `frozen`: the encoder does not train,
-    so it runs under stop_gradient; `dropout`: the model's own dropout in training passes."""
+    so it runs under stop_gradient; `dropout`: the model's own dropout in training passes;
+    `donate`: update the sums, parameters and optimiser state in place (default: except on
+    CPU, which cannot and says so on every call; bench/ compiles as a TPU would)."""
     self._graphdef, self._optimizer, self._runtime = graphdef, optimizer, runtime
     self._cached, self._frozen, self._dropout = cached, frozen, dropout
-    mesh = runtime.mesh
+    self.mesh = mesh = runtime.mesh
     self.devices = mesh.devices.size
-    replicated, rows = parallel.replicated(mesh), parallel.rows(mesh)
-    self.param_shardings = parallel.param_shardings(mesh, params)
-    self.opt_shardings = parallel.param_shardings(mesh, jax.eval_shape(optimizer.init, params))
+    replicated, rows = placement.replicated(mesh), placement.rows(mesh)
+    self.param_shardings = placement.param_shardings(mesh, params)
+    self.opt_shapes = jax.eval_shape(optimizer.init, params)
+    self.opt_shardings = placement.param_shardings(mesh, self.opt_shapes)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    per_device = NamedSharding(mesh, P(parallel.DATA))
+    per_device = NamedSharding(mesh, P(placement.DATA_AXIS))
     # Shapes and shardings of the per-device gradient and loss sums a step accumulates.
     self.sum_shapes = {"grads": jax.tree.map(lambda x: jax.ShapeDtypeStruct((self.devices, *x.shape), x.dtype,
                                                                        sharding=per_device), shapes),
                   "loss": jax.ShapeDtypeStruct((self.devices,), jnp.float32, sharding=per_device)}
     sum_shardings = jax.tree.map(lambda x: x.sharding, self.sum_shapes)
-    # CPU cannot donate buffers and says so on every call; elsewhere donation halves the memory
-    # the optimiser state and gradient sums need.
-    donate = runtime.platform != "cpu"
+    # Donation halves the memory the optimiser state and gradient sums need.
+    donate = runtime.platform != "cpu" if donate is None else donate
     self.init = jax.jit(optimizer.init, out_shardings=self.opt_shardings)
     self.zeros = jax.jit(lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), self.sum_shapes),
                          out_shardings=sum_shardings)
@@ -84,7 +86,7 @@ class Steps:
 
   def place(self, params):
     """Host parameters (numpy, the same on every host) split over the devices."""
-    return parallel.place(params, self.param_shardings)
+    return placement.place(params, self.param_shardings)
 
   def _scores(self, params, batch, keys) -> jax.Array:
     """One float score per row; `keys`, one per row, turn dropout on."""
@@ -108,7 +110,7 @@ class Steps:
 
   def _predict(self, params, batch) -> jax.Array:
     with self._runtime.matmul_precision():
-      return self._scores(parallel.gathered(self._runtime.mesh, params), batch, None)
+      return self._scores(placement.gathered(self._runtime.mesh, params), batch, None)
 
   def _accumulate(self, params, sums, batch, documents, key_data, step):
     """`sums` plus this micro-batch's gradients and loss, each device's kept apart."""
@@ -118,7 +120,7 @@ class Steps:
       keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, batch["document"])
     # (rows, ...) -> (devices, rows per device, ...): device d's own rows, where they already are.
     split = lambda x: jax.lax.with_sharding_constraint(
-        x.reshape(self.devices, x.shape[0] // self.devices, *x.shape[1:]), parallel.rows(self._runtime.mesh))
+        x.reshape(self.devices, x.shape[0] // self.devices, *x.shape[1:]), placement.rows(self._runtime.mesh))
     batch, keys = jax.tree.map(split, (batch, keys))
 
     def loss_fn(p, b, k):
@@ -126,7 +128,7 @@ class Steps:
       return jnp.sum(b["weight"] * error * error) / documents
     with self._runtime.matmul_precision():
       losses, grads = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0, 0))(
-          parallel.gathered(self._runtime.mesh, params), batch, keys)
+          placement.gathered(self._runtime.mesh, params), batch, keys)
     return {"grads": jax.tree.map(jnp.add, sums["grads"], grads), "loss": sums["loss"] + losses}
 
   def _apply(self, params, opt_state, sums):

@@ -63,13 +63,14 @@ def _token_batches(data, model, rows, config):
 def gradients(data, model, devices, device_batch_size):
   """One step's accumulated gradients of the whole model, on a mesh of `devices`, without
   dropout: the per-device sums, reduced as `Steps.apply` reduces them."""
-  from train import batches, parallel, steps
+  from model import placement
+  from train import batches, steps
   config = TrainConfig.tiny(data, "-", model, freeze_encoder=False, device_batch_size=device_batch_size)
   run, params, mesh = _steps(model, devices, config, dropout=False)
   sums, passes = run.zeros(), 0
-  key = parallel.replicate(mesh, steps.run_key(0))
+  key = placement.replicate(mesh, steps.run_key(0))
   for _, batch in _token_batches(data, model, batches.micro_rows(32, device_batch_size, len(devices)), config):
-    sums = run.accumulate(params, sums, parallel.shard_rows(mesh, batch), np.float32(32), key, np.int32(0))
+    sums = run.accumulate(params, sums, placement.shard_rows(mesh, batch), np.float32(32), key, np.int32(0))
     passes += 1
   return passes, [np.asarray(g).sum(0) for g in jax.tree.leaves(sums["grads"])]
 
@@ -79,15 +80,16 @@ COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather")
 
 def sharding(data, model, devices) -> dict:
   """How a full fine-tune lays its state over `devices`, and the collectives of each program."""
-  from train import optim, parallel, steps
+  from model import placement
+  from train import optim, steps
   config = TrainConfig.tiny(data, "-", model, freeze_encoder=False)
   run, params, mesh = _steps(model, devices, config, dropout=True)
   opt_state = run.init(params)
   split = lambda tree: [{"path": ".".join(optim.names(path)), "shape": list(x.shape),
                          "shard": list(x.sharding.shard_shape(x.shape))}
                         for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if x.ndim >= 2]
-  batch = parallel.shard_rows(mesh, _token_batches(data, model, 32, config)[0][1])
-  key = parallel.replicate(mesh, steps.run_key(0))
+  batch = placement.shard_rows(mesh, _token_batches(data, model, 32, config)[0][1])
+  key = placement.replicate(mesh, steps.run_key(0))
   programs = {"accumulate": run.accumulate.lower(params, run.zeros(), batch, np.float32(32), key, np.int32(0)),
               "apply": run.apply.lower(params, opt_state, run.zeros())}
   counts = {}

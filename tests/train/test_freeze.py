@@ -62,7 +62,8 @@ def test_a_frozen_encoder_run_every_step_has_no_backward_pass(small_corpus, enco
   import jax
   from model import runtime
   from model.tokenize import DocumentTokenizer
-  from train import batches, parallel, steps
+  from model import placement
+  from train import batches, steps
   config = TrainConfig.tiny(small_corpus, "-", encoder_dir, cache_features=False)
   start = base.load(encoder_dir, seed=0)
   rt = runtime.resolve(start.config, "float32", devices=jax.devices()[:1], training=True)
@@ -75,9 +76,9 @@ def test_a_frozen_encoder_run_every_step_has_no_backward_pass(small_corpus, enco
   ids = DocumentTokenizer(encoder_dir, 64)(texts).ids
   _, batch = next(batches.token_batches(ids, np.linspace(0, 5, 32, dtype=np.float32), np.arange(32), 32,
                                         config.lengths, 1))
-  batch = parallel.shard_rows(rt.mesh, batch)
+  batch = placement.shard_rows(rt.mesh, batch)
   sums = run.accumulate(params, run.zeros(), batch, np.float32(32),
-                        parallel.replicate(rt.mesh, steps.run_key(0)), np.int32(0))
+                        placement.replicate(rt.mesh, steps.run_key(0)), np.int32(0))
   grads = {optim.names(path): np.asarray(g) for path, g in jax.tree_util.tree_flatten_with_path(sums["grads"])[0]}
   assert all(not g.any() for path, g in grads.items() if path[0] != base.HEAD)
   assert all(g.any() for path, g in grads.items() if path[0] == base.HEAD and path[-1] == "kernel")

@@ -65,3 +65,20 @@ def test_gradients_cross_devices_once_per_step(result):
   # ...the step's update does the one reduction (an all-reduce on CPU, where XLA does not
   # rewrite it into a reduce-scatter as it does for TPUs).
   assert collectives["apply"]["all-reduce"] + collectives["apply"]["reduce-scatter"] > 0
+
+
+def test_devices_over_several_slices_are_refused_by_name():
+  import jax
+
+  from model import placement
+
+  class SliceDevice:  # what a multislice TPU device reports of itself, on CPU
+    def __init__(self, device, slice_index):
+      self._device, self.slice_index = device, slice_index
+
+  cpu = jax.devices()[0]
+  assert placement.slices([cpu]) == 1 and placement.make_mesh([cpu]).devices.size == 1
+  two = [SliceDevice(cpu, 0), SliceDevice(cpu, 1)]
+  assert placement.slices(two) == 2
+  with pytest.raises(placement.MultisliceUnsupported, match="span 2 TPU slices.*Supported: one slice"):
+    placement.make_mesh(two)

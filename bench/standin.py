@@ -323,7 +323,7 @@ def seedlike_report(result: dict) -> str:
       common.table(["model", "int_score = fp32's", "mean abs diff", "max abs diff", "boundary density",
                     "predicted flips"], rows),
       f"At the seed's density, one bf16 pass is predicted to change {n['seed_predicted']:.3%} of "
-      f"int_scores; its mean error would have to grow {n['margin']:.0f}x to reach 0.5%. "
+      f"int_scores; its mean error would have to grow {n['margin']:.1f}x to reach 0.5%. "
       f"Default this supports on TPUs: `{default}` (one pass is kept when that margin is 10x or more)."])
 
 

@@ -124,6 +124,7 @@ def choose(devices: int, budget: int, batch_size: int, length: int, precision: s
 
 
 def choice_report(runs: dict, command: str) -> str:
+  from train.memory import USABLE
   rows = []
   for name, r in runs.items():
     tried = ", ".join(f"{k}: {v / GIB:.1f}" for k, v in sorted(r["tried"].items(), key=lambda kv: int(kv[0])))
@@ -136,7 +137,7 @@ def choice_report(runs: dict, command: str) -> str:
       f"`train/memory.py`'s choice for `python -m train.run --no_freeze_encoder` with XLM-RoBERTa-large "
       f"(batch {r['batch_size']}, {r['length']}-token passes, `--dtype {r['precision']}`, dropout), "
       f"compiled for each slice's device count on fake CPU devices with TPU's buffer donation; "
-      f"a pass fits when its peak is within {90}% of the device's memory. GiB per device.",
+      f"a pass fits when its peak is within {USABLE:.0%} of the device's memory. GiB per device.",
       common.table(["slice", "devices", "memory", "share of a step", "rows per pass", "passes a step",
                     "peak of a pass", "peak of AdamW's update", "peaks tried (rows: GiB)"], rows)])
 

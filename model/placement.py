@@ -1,17 +1,17 @@
 """Where arrays live: the device mesh, how batches and parameters are laid over it, and the
 moves between host memory and devices. One module for the scorer (model/runner.py) and
-training (train/), so that both place arrays, and refuse a mesh, the same way.
+training (train/), so that both place arrays the same way.
 
-The mesh has one axis, "data", holding every device given. Batches are split along it. The
-scorer replicates its parameters (inference holds one copy per device); training splits its
-matrices and their Adam moments along the same axis (FSDP, `param_sharding`) and gathers them
-where it computes. Every host passes the same host arrays and each device takes its part, so a
-multi-host slice runs the very program one host runs.
+The scorer's mesh has one axis, "data", holding every device given: batches are split along
+it, parameters replicated (inference holds one copy per device). Training's mesh is the same
+on one slice; its matrices and their Adam moments are split along "data" too (FSDP,
+`param_sharding`) and gathered where it computes. Every host passes the same host arrays and
+each device takes its part, so a multi-host slice runs the very program one host runs.
 
-Multislice (devices over several TPU slices, joined by the data-center network) is refused:
-with one axis, FSDP would gather the whole model across slices, over DCN, every micro-batch.
-What it needs is a second axis (FSDP within a slice, data parallel across slices); until then
-one slice, of any number of hosts, is what is supported.
+Multislice (TPU slices joined by the data-center network, DCN) gives training a second axis,
+"slice", outside "data": batches are split over both, parameters only within a slice (FSDP
+over the fast interconnect) and replicated across slices (data parallel). The per-micro-batch
+gathers then stay inside a slice, and only the step's one gradient reduction crosses DCN.
 """
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-DATA_AXIS = "data"  # the one mesh axis: batches, and training's parameters, are split along it
-
-
-class MultisliceUnsupported(ValueError):
-  """Devices over several slices: the one-axis mesh would cross DCN for every gather."""
+DATA_AXIS = "data"  # within a slice: batches, and training's parameters, are split along it
+SLICE_AXIS = "slice"  # across slices (multislice training only): batches split, parameters replicated
 
 
 def slices(devices) -> int:
@@ -32,22 +29,36 @@ def slices(devices) -> int:
   return len({getattr(d, "slice_index", 0) for d in devices})
 
 
-def make_mesh(devices) -> jax.sharding.Mesh:
+def make_mesh(devices, slices_: int | None = None) -> jax.sharding.Mesh:
+  """Training's mesh over `devices`: ("data",) on one slice; ("slice", "data") over several,
+  as the devices report (`slice_index`) or as `slices_` says (tests lay fake devices out so)."""
   devices = list(devices)
-  if (n := slices(devices)) > 1:
-    raise MultisliceUnsupported(
-        f"the {len(devices)} devices span {n} TPU slices (multislice); koedu's mesh is one "
-        f"{DATA_AXIS!r} axis, which would gather every parameter across slices over the "
-        "data-center network each micro-batch. Supported: one slice of any size and any number "
-        "of hosts (train on one slice; score with one job per slice)")
+  n = slices_ or slices(devices)
+  if n == 1:
+    return data_mesh(devices)
+  if len(devices) % n:
+    raise ValueError(f"{len(devices)} devices cannot form {n} equal slices")
+  if slices_ is None:  # real slices: each row of the mesh one slice, laid out for its interconnect
+    from jax.experimental import mesh_utils
+    grid = mesh_utils.create_hybrid_device_mesh((1, len(devices) // n), (n, 1), devices)
+  else:
+    grid = np.asarray(devices, dtype=object).reshape(n, len(devices) // n)
+  return jax.sharding.Mesh(grid, (SLICE_AXIS, DATA_AXIS),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def data_mesh(devices) -> jax.sharding.Mesh:
+  """The one-axis mesh: the scorer's (whose parameters are replicated, so nothing but the batch
+  crosses devices), and training's on one slice."""
+  devices = list(devices)
   # Auto axes: the batch is what is sharded, and XLA propagates it through the model.
   return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def rows(mesh) -> NamedSharding:
-  """Arrays split by their first axis over the devices: batches."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+  """Arrays split by their first axis over every device (slice-major): batches."""
+  return NamedSharding(mesh, P(tuple(mesh.axis_names) if len(mesh.axis_names) > 1 else DATA_AXIS))
 
 
 def replicated(mesh) -> NamedSharding:
@@ -55,12 +66,12 @@ def replicated(mesh) -> NamedSharding:
 
 
 def param_sharding(mesh, shape) -> NamedSharding:
-  """Training's layout (FSDP): a matrix is split over "data" along its largest axis the device
-  count divides (XLM-R's word embeddings, 250002 rows, split along hidden); vectors and scalars
+  """Training's layout (FSDP): a matrix is split over "data" along its largest axis the
+  slice's device count divides (XLM-R's word embeddings, 250002 rows, split along hidden); vectors and scalars
   (biases, LayerNorm, step counts: under 0.2% of XLM-R's parameters) stay whole, where
   gathering each would cost a collective for nothing. The rule reads the shape only, so Adam's
   moments land exactly where their parameters do."""
-  n = mesh.devices.size
+  n = mesh.shape[DATA_AXIS]  # within a slice: across slices every parameter is whole
   axes = [a for a, size in enumerate(shape) if size % n == 0] if len(shape) >= 2 and n > 1 else []
   if not axes:
     return replicated(mesh)

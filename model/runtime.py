@@ -115,8 +115,8 @@ class Runtime:
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """model/placement.py's mesh over `devices` (default: this host's)."""
-  return placement.make_mesh(devices or jax.local_devices())
+  """model/placement.py's one-axis mesh over `devices` (default: this host's)."""
+  return placement.data_mesh(devices or jax.local_devices())
 
 
 def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", devices=None,

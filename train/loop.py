@@ -54,11 +54,12 @@ class _Inputs:
     return scores
 
 
-def train_and_evaluate(config: TrainConfig, *, devices=None, on_step=None) -> dict:
+def train_and_evaluate(config: TrainConfig, *, devices=None, mesh=None, on_step=None) -> dict:
   """Train, evaluate, export; returns the summary also written to train_summary.json.
-  `on_step(step)` runs after each step is done and checkpointed (tests interrupt with it)."""
+  `mesh`: default model/placement.make_mesh over `devices` (default: every device of every
+  host). `on_step(step)` runs after each step is done and checkpointed (tests interrupt with it)."""
   started = time.perf_counter()
-  mesh = placement.make_mesh(devices or jax.devices())
+  mesh = mesh or placement.make_mesh(devices or jax.devices())
   output = export.Output(config.output)
   ckpt = Checkpoints(output.path("checkpoints"), config.keep_checkpoints)
   try:
@@ -79,7 +80,8 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
   graphdef, host_params = steps.split_params(prepared.model, config.cached)
   optimizer = optim.optimizer(config, host_params, total)
   run = steps.Steps(graphdef, optimizer, prepared.runtime, host_params, cached=config.cached,
-                    frozen=config.freeze_encoder and not config.cached, dropout=config.dropout)
+                    frozen=config.freeze_encoder and not config.cached, dropout=config.dropout,
+                    mesh=mesh)
   device_batch = choose_device_batch(config, run, host_params)
   inputs = _Inputs(config, prepared, mesh, device_batch.rows_per_device)
   params = run.place(host_params)
@@ -94,8 +96,8 @@ def _train(config, mesh, output, ckpt, on_step, started) -> dict:
     agreement.check_resume(prepared.data, meta.get("data"), output.path("checkpoints"))
     log.info("resuming at step %d of %d", start, total)
   params, opt_state, rng = state["params"], state["opt_state"], state["rng"]
-  log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, %d devices",
-           total, per_epoch, len(train_labels), len(prepared.eval.labels), mesh.devices.size)
+  log.info("training %d steps (%d per epoch) on %d documents, evaluating on %d, devices %s",
+           total, per_epoch, len(train_labels), len(prepared.eval.labels), dict(mesh.shape))
   for step in range(start, total):
     epoch, within = divmod(step, per_epoch)
     docs = batches.step_documents(len(train_labels), config.batch_size, config.seed, epoch, within)

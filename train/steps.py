@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from model.runtime import Runtime
 from model.xlmr import XLMRobertaClassifier
@@ -50,21 +49,22 @@ def run_key(seed: int) -> jax.Array:
 class Steps:
 
   def __init__(self, graphdef, optimizer: optax.GradientTransformation, runtime: Runtime, params,
-               *, cached: bool, frozen: bool, dropout: bool, donate: bool | None = None):
+               *, cached: bool, frozen: bool, dropout: bool, donate: bool | None = None, mesh=None):
     """`params`: the tree to train (arrays or shapes); `frozen`: the encoder does not train,
     so it runs under stop_gradient; `dropout`: the model's own dropout in training passes;
     `donate`: update the sums, parameters and optimiser state in place (default: except on
-    CPU, which cannot and says so on every call; bench/ compiles as a TPU would)."""
+    CPU, which cannot and says so on every call; bench/ compiles as a TPU would); `mesh`:
+    training's (model/placement.make_mesh: two axes over several slices), default the runtime's."""
     self._graphdef, self._optimizer, self._runtime = graphdef, optimizer, runtime
     self._cached, self._frozen, self._dropout = cached, frozen, dropout
-    self.mesh = mesh = runtime.mesh
+    self.mesh = mesh = mesh or runtime.mesh
     self.devices = mesh.devices.size
     replicated, rows = placement.replicated(mesh), placement.rows(mesh)
     self.param_shardings = placement.param_shardings(mesh, params)
     self.opt_shapes = jax.eval_shape(optimizer.init, params)
     self.opt_shardings = placement.param_shardings(mesh, self.opt_shapes)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    per_device = NamedSharding(mesh, P(placement.DATA_AXIS))
+    per_device = rows  # the leading axis of the sums: one slot per device, where it is
     # Shapes and shardings of the per-device gradient and loss sums a step accumulates.
     self.sum_shapes = {"grads": jax.tree.map(lambda x: jax.ShapeDtypeStruct((self.devices, *x.shape), x.dtype,
                                                                        sharding=per_device), shapes),
@@ -110,7 +110,7 @@ class Steps:
 
   def _predict(self, params, batch) -> jax.Array:
     with self._runtime.matmul_precision():
-      return self._scores(placement.gathered(self._runtime.mesh, params), batch, None)
+      return self._scores(placement.gathered(self.mesh, params), batch, None)
 
   def _accumulate(self, params, sums, batch, documents, key_data, step):
     """`sums` plus this micro-batch's gradients and loss, each device's kept apart."""
@@ -120,7 +120,7 @@ class Steps:
       keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, batch["document"])
     # (rows, ...) -> (devices, rows per device, ...): device d's own rows, where they already are.
     split = lambda x: jax.lax.with_sharding_constraint(
-        x.reshape(self.devices, x.shape[0] // self.devices, *x.shape[1:]), placement.rows(self._runtime.mesh))
+        x.reshape(self.devices, x.shape[0] // self.devices, *x.shape[1:]), placement.rows(self.mesh))
     batch, keys = jax.tree.map(split, (batch, keys))
 
     def loss_fn(p, b, k):
@@ -128,7 +128,7 @@ class Steps:
       return jnp.sum(b["weight"] * error * error) / documents
     with self._runtime.matmul_precision():
       losses, grads = jax.vmap(jax.value_and_grad(loss_fn), in_axes=(None, 0, 0))(
-          placement.gathered(self._runtime.mesh, params), batch, keys)
+          placement.gathered(self.mesh, params), batch, keys)
     return {"grads": jax.tree.map(jnp.add, sums["grads"], grads), "loss": sums["loss"] + losses}
 
   def _apply(self, params, opt_state, sums):

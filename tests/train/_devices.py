@@ -17,9 +17,9 @@ from train.config import TrainConfig  # noqa: E402
 from train.loop import train_and_evaluate  # noqa: E402
 
 
-def run(data, model, output, devices, **overrides):
+def run(data, model, output, devices, mesh=None, **overrides):
   config = TrainConfig.tiny(data, output, model, **overrides)
-  summary = train_and_evaluate(config, devices=devices)
+  summary = train_and_evaluate(config, devices=devices, mesh=mesh)
   cfg = checkpoint.read_config(output)
   return summary, convert.hf_to_nnx(checkpoint.read_hf_state(output), cfg)
 
@@ -38,8 +38,8 @@ def compare(a, b) -> dict:
           "same_confusion": sa["report"]["confusion_matrix"] == sb["report"]["confusion_matrix"]}
 
 
-def _steps(model, devices, config, dropout: bool):
-  """Steps for the whole model of `model` on a mesh of `devices`, and its placed parameters."""
+def _steps(model, devices, config, dropout: bool, mesh=None):
+  """Steps for the whole model of `model` on a mesh of `devices` (or `mesh`), and its placed parameters."""
   from model import runtime
   from train import base, optim, steps
   start = base.load(model, seed=0)
@@ -47,8 +47,8 @@ def _steps(model, devices, config, dropout: bool):
   graphdef, params = steps.split_params(convert.model_from_params(start.config, start.params,
                                                                   **rt.model_kwargs()), False)
   run = steps.Steps(graphdef, optim.optimizer(config, params, 10), rt, params, cached=False,
-                    frozen=False, dropout=dropout)
-  return run, run.place(params), rt.mesh
+                    frozen=False, dropout=dropout, mesh=mesh)
+  return run, run.place(params), run.mesh
 
 
 def _token_batches(data, model, rows, config):
@@ -99,6 +99,19 @@ def sharding(data, model, devices) -> dict:
   return {"params": split(params), "opt_state": split(opt_state), "collectives": counts}
 
 
+def multislice_layout(data, model, mesh) -> dict:
+  from model import placement
+  from train import optim, steps
+  config = TrainConfig.tiny(data, "-", model, freeze_encoder=False)
+  run_, params, _ = _steps(model, list(mesh.devices.flat), config, dropout=True, mesh=mesh)
+  batch = placement.shard_rows(mesh, _token_batches(data, model, 32, config)[0][1])
+  ids = batch["input_ids"]
+  return {"mesh": dict(mesh.shape), "batch_rows": ids.shape[0], "batch_shard_rows": ids.sharding.shard_shape(ids.shape)[0],
+          "params": [{"path": ".".join(optim.names(path)), "shape": list(x.shape),
+                      "shard": list(x.sharding.shard_shape(x.shape))}
+                     for path, x in jax.tree_util.tree_flatten_with_path(params)[0] if x.ndim >= 2]}
+
+
 def main(data, model, out):
   """`model`: a tiny encoder whose widths 8 divides, so that FSDP splits its matrices."""
   devices = jax.devices()
@@ -109,8 +122,13 @@ def main(data, model, out):
                              run(data, model, f"{out}/c8", devices, epochs=2))
   # The whole model: 1 device accumulating 4 passes of 8 against 8 devices doing 1 pass of 32.
   full = dict(freeze_encoder=False, max_steps=3, learning_rate=1e-3)
-  result["full"] = compare(run(data, model, f"{out}/f1", devices[:1], device_batch_size=8, **full),
-                           run(data, model, f"{out}/f8", devices, **full))
+  one = run(data, model, f"{out}/f1", devices[:1], device_batch_size=8, **full)
+  result["full"] = compare(one, run(data, model, f"{out}/f8", devices, **full))
+  # Two slices of 4 (fake: CPU devices report no slice): FSDP within each, data parallel across.
+  from model import placement
+  two = placement.make_mesh(devices, 2)
+  result["multislice"] = compare(one, run(data, model, f"{out}/s2", None, mesh=two, **full))
+  result["multislice_sharding"] = multislice_layout(data, model, two)
   (passes1, g1), (passes8, g8) = gradients(data, model, devices[:1], 8), gradients(data, model, devices, None)
   scale = max(float(np.max(np.abs(g))) for g in g1)
   result["gradients"] = {"passes": [passes1, passes8], "scale": scale,

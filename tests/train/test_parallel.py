@@ -21,7 +21,7 @@ def result(small_corpus, make_checkpoint, tmp_path_factory):
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run([sys.executable, "-m", "tests.train._devices", small_corpus, model,
                          str(tmp_path_factory.mktemp("devices"))], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.split("RESULT ", 1)[1])
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model import placement
+from pipeline.faults import UsageError
 
 log = logging.getLogger(__name__)
 # Of the device's memory, what a step may plan to use: the rest is for the runtime's own
@@ -34,8 +35,8 @@ USABLE = 0.9
 GIB = 2**30
 
 
-class DoesNotFit(ValueError):
-  """Not even one document per device fits: the message says what would."""
+class DoesNotFit(UsageError):
+  """Not even one document per device fits: the message says what would (exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -203,7 +203,9 @@ def headroom(ref: np.ndarray, other: np.ndarray, floor: float = 0.995) -> float 
 
 # ---------------------------------------------------------------------------- seed-like
 
-BOUNDARY_BAND = 0.05  # half-width around each x.5 in which the density of scores is counted
+# Half-width around each x.5 in which the density of scores is counted: near the errors' scale
+# (1e-4 to 1e-3), where flips happen, yet wide enough to hold documents of a spread classifier.
+BOUNDARY_BAND = 0.01
 EXACT_BF16 = {"XLA_FLAGS": "--xla_allow_excess_precision=false", "JAX_PLATFORMS": "cpu"}
 # Predicted int_score per class by the seed's card (column sums of its confusion matrix over
 # 4096 documents): spread evenly within each class, the density at boundary k + 0.5 is the
@@ -314,6 +316,8 @@ def seedlike_report(result: dict) -> str:
       f"`{args['from_model']}`. Training: `{s['command']}`, {s['seconds'] / 60:.0f} min on this shared "
       f"2-core CPU. Held-out against the teacher: accuracy {best['accuracy']:.2f}, macro F1 "
       f"{best['macro_f1']:.2f}, MSE {best['mse']:.3f}.",
+      f"fp32 scores: mean {np.mean(result['runs']['float32']['scores']):.3f}, std "
+      f"{np.std(result['runs']['float32']['scores']):.4f}. "
       f"Scored: {n['documents']} documents (tokens median {int(np.median(tokens))}, p90 "
       f"{int(np.percentile(tokens, 90))}, {np.mean(tokens >= args['max_length']):.0%} truncated at "
       f"{args['max_length']}), float32 and bfloat16 each in a fresh process with "

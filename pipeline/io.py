@@ -133,16 +133,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
   def write():
     if isinstance(fs, LocalFileSystem):
-      directory, name = os.path.split(target)
-      os.makedirs(directory, exist_ok=True)
-      partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
-      try:
-        with open(partial, "wb") as f:
-          f.write(data)
-        os.replace(partial, target)
-      finally:
-        if os.path.exists(partial):
-          os.unlink(partial)
+      _replace_locally(target, lambda partial: _write_file(partial, data))
     else:
       with fs.open(target, "wb") as f:
         f.write(data)
@@ -157,18 +148,29 @@ def put_file_atomic(local: str, path: str) -> None:
 
   def put():
     if isinstance(fs, LocalFileSystem):
-      directory, name = os.path.split(target)
-      os.makedirs(directory, exist_ok=True)
-      partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
-      try:
-        shutil.copyfile(local, partial)
-        os.replace(partial, target)
-      finally:
-        if os.path.exists(partial):
-          os.unlink(partial)
+      _replace_locally(target, lambda partial: shutil.copyfile(local, partial))
     else:
       fs.put_file(local, target)
   retrying(put, f"writing {path}")
+
+
+def _write_file(path: str, data: bytes) -> None:
+  with open(path, "wb") as f:
+    f.write(data)
+
+
+def _replace_locally(target: str, fill) -> None:
+  """`fill(partial)` writes a file beside `target`, which then replaces it by a rename: readers
+  see the old file or the new one whole, never a part; a failed fill leaves nothing behind."""
+  directory, name = os.path.split(target)
+  os.makedirs(directory, exist_ok=True)
+  partial = os.path.join(directory, f".{name}.partial-{uuid.uuid4().hex}")
+  try:
+    fill(partial)
+    os.replace(partial, target)
+  finally:
+    if os.path.exists(partial):
+      os.unlink(partial)
 
 
 def remove(path: str) -> None:

@@ -3,7 +3,7 @@ the best one this CPU runs loaded and registered with XLA as FFI custom calls.
 
 | variant      | needs (cpuinfo flags)             | holds                                              |
 |--------------|-----------------------------------|----------------------------------------------------|
-| `amx`        | avx512f, avx512_bf16, amx_bf16/tile | fused attention (fp32; bf16 by AVX512-BF16 dot products), the AMX bf16 matmul |
+| `amx`        | avx512f, avx512_bf16, amx_bf16/tile | fused attention (fp32; bf16 by AVX512-BF16 dot products), the AMX bf16 matmul with bias and GELU |
 | `avx512bf16` | avx512f, avx512_bf16              | fused attention (fp32; bf16 by AVX512-BF16 dot products) |
 | `avx512`     | avx512f                           | fused attention (fp32; bf16 widened to fp32 FMAs)   |
 
@@ -44,8 +44,9 @@ VARIANTS = {
                    ("attention.cc",)),
     "avx512": (("avx512f",), (), ("attention.cc",)),
 }
-ATTENTION_F32, ATTENTION_BF16, AMX_MATMUL = ("koedu_fused_attention", "koedu_fused_attention_bf16",
-                                             "koedu_amx_matmul")
+ATTENTION_F32, ATTENTION_BF16 = "koedu_fused_attention", "koedu_fused_attention_bf16"
+# The AMX matmul with its epilogue, by output dtype.
+AMX_LINEAR = {"float32": "koedu_amx_linear_f32", "bfloat16": "koedu_amx_linear_bf16"}
 
 
 def default_cache_dir() -> str:
@@ -130,8 +131,9 @@ def _load(variant: str) -> tuple[str, ctypes.CDLL]:
   if variant == "amx":
     if library.KoeduRequestAmx() != 0:
       raise RuntimeError("Linux refused this process the AMX tile state (arch_prctl)")
-    jax.ffi.register_ffi_target(f"{AMX_MATMUL}_{variant}", jax.ffi.pycapsule(library.KoeduAmxMatmul),
-                                platform="cpu")
+    for name, symbol in zip(AMX_LINEAR.values(), ("KoeduAmxLinearF32", "KoeduAmxLinearBf16")):
+      jax.ffi.register_ffi_target(f"{name}_{variant}", jax.ffi.pycapsule(getattr(library, symbol)),
+                                  platform="cpu")
   return variant, library
 
 

@@ -6,7 +6,8 @@ Eigen and its oneDNN path widen them to fp32), where AMX multiplies 16 x 16 x 32
 instruction. The kernel reads the weights packed in AMX's pair layout (`pack`), which is done
 once when the model loads: a kernel parameter of this path holds (N / 32, K / 2, 32, 2) bf16
 in place of (K, N) (model/xlmr.py declares it, model/convert.py fills it). Products of bf16
-inputs accumulate in fp32 and come out in fp32, as XLA's bf16 dots with fp32 output do.
+inputs accumulate in fp32, as XLA's bf16 dots with fp32 output do; `linear` adds the bias,
+applies GELU and rounds to bf16 where the next matmul wants bf16, in the same call.
 
 One device only: XLA cannot partition a custom call, and CPU scoring runs one device unless
 told otherwise; model/runtime.py chooses this path only then.
@@ -61,11 +62,27 @@ def init(key, shape, dtype):
   return jnp.zeros(packed_shape(*shape), dtype)
 
 
+ACTIVATIONS = {None: 0, "gelu": 1}  # matmul.h's Activation
+
+
+def linear(x, kernels, biases, *, activation: str | None = None, out_dtype=jnp.float32):
+  """activation(x (..., K) @ kernels side by side + biases) in out_dtype, in one custom call.
+
+  `kernels`: packed weights of equal shape, read as their concatenated columns (query, key and
+  value join without a copy); `biases` the matching fp32 vectors; `activation` None or "gelu"
+  (erf GELU, as transformers' "gelu"). The epilogue runs on each finished block in cache: bias,
+  GELU and the rounding to bf16 would otherwise be XLA passes over the whole output."""
+  out = jax.ShapeDtypeStruct(x.shape[:-1] + (sum(k.shape[0] for k in kernels) * BLOCK,), out_dtype)
+  target = cpu_kernels.target(cpu_kernels.AMX_LINEAR[jnp.dtype(out_dtype).name], "amx")
+  bias = jnp.concatenate([jnp.asarray(b, jnp.float32) for b in biases])
+  return jax.ffi.ffi_call(target, out)(x.astype(jnp.bfloat16), bias,
+                                       *(k.astype(jnp.bfloat16) for k in kernels),
+                                       activation=np.int32(ACTIVATIONS[activation]))
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
   """lhs (..., K) @ a packed kernel -> (..., N) float32: nnx.Linear's one contraction."""
   del precision, preferred_element_type, kwargs
   if tuple(map(tuple, dimension_numbers[0])) != ((lhs.ndim - 1,), (0,)) or rhs.ndim != 4:
     raise ValueError(f"the AMX matmul takes (..., K) @ a packed kernel, got {dimension_numbers}")
-  out = jax.ShapeDtypeStruct(lhs.shape[:-1] + (rhs.shape[0] * BLOCK,), jnp.float32)
-  target = cpu_kernels.target(cpu_kernels.AMX_MATMUL, "amx")
-  return jax.ffi.ffi_call(target, out)(lhs.astype(jnp.bfloat16), rhs.astype(jnp.bfloat16))
+  return linear(lhs, [rhs], [jnp.zeros(rhs.shape[0] * BLOCK, jnp.float32)])

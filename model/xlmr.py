@@ -86,6 +86,17 @@ def _dense(in_features: int, out_features: int, *, dtype, param_dtype, matmul, r
                     **packed)
 
 
+def _project(dense: nnx.Linear, x: jax.Array, *, packed: bool, gelu: bool = False,
+             out_dtype=jnp.float32) -> jax.Array:
+  """dense(x), GELU'd if asked, in out_dtype. A packed (AMX) kernel does it in one call whose
+  epilogue adds the bias, applies GELU and rounds in cache (model/cpu_matmul.py `linear`)."""
+  if packed:
+    return cpu_matmul.linear(x, [dense.kernel[...]], [dense.bias[...]],
+                             activation="gelu" if gelu else None, out_dtype=out_dtype)
+  y = dense(x)
+  return (jax.nn.gelu(y, approximate=False) if gelu else y).astype(out_dtype)
+
+
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   # fp32 statistics and parameters even under bf16 compute (a bf16 scale would shift every
   # document the same way), and the two-pass variance torch uses: the one-pass "fast"
@@ -126,26 +137,32 @@ class SelfAttention(nnx.Module):
     hidden, self.probs_dropout, _ = dropout_rates(cfg)
     self.dropout = _dropout(hidden)
     self.max_length = cfg.max_length
-    self.output_axis = 0 if matmul == cpu_matmul.LAYOUT else 1  # of the kernel: N
+    self.packed = matmul == cpu_matmul.LAYOUT
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array, rngs=None) -> jax.Array:
     batch, length, hidden = x.shape
     # One [hidden, 3 hidden] matmul rather than three: larger matmuls run nearer the machine's
     # peak, and the checkpoint keeps its three separate weights.
     projections = (self.query, self.key, self.value)
-    kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=self.output_axis)
-    bias = jnp.concatenate([p.bias[...] for p in projections])
-    x_, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.query.dtype)
-    qkv = self.query.dot_general(x_, kernel, (((x_.ndim - 1,), (0,)), ((), ())),
-                                 preferred_element_type=jnp.float32) + bias
+    if self.packed:
+      # The AMX kernel reads the three packed weights side by side, bias and bf16 rounding in
+      # its epilogue.
+      qkv = cpu_matmul.linear(x, [p.kernel[...] for p in projections], [p.bias[...] for p in projections],
+                              out_dtype=self.query.dtype)
+    else:
+      kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
+      bias = jnp.concatenate([p.bias[...] for p in projections])
+      x_, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=self.query.dtype)
+      qkv = self.query.dot_general(x_, kernel, (((x_.ndim - 1,), (0,)), ((), ())),
+                                   preferred_element_type=jnp.float32) + bias
     # Attention takes q, k and v in the compute dtype and keeps its logits in fp32.
-    qkv = qkv.astype(x_.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
+    qkv = qkv.astype(self.query.dtype).reshape(batch, length, 3, self.num_heads, hidden // self.num_heads)
     if rngs is not None and self.probs_dropout > 0:
       attended = _attention_with_dropout(qkv, segment_ids, self.probs_dropout, rngs.dropout(),
                                          self.max_length)
     else:
       attended = self.attend(qkv, segment_ids)
-    out = self.output(attended.reshape(batch, length, hidden))
+    out = _project(self.output, attended.reshape(batch, length, hidden), packed=self.packed)
     return self.norm(_drop(self.dropout, out, rngs) + x)
 
 
@@ -157,10 +174,12 @@ class FeedForward(nnx.Module):
     self.output = dense(cfg.intermediate_size, cfg.hidden_size)
     self.norm = _layer_norm(cfg, rngs)
     self.dropout = _dropout(dropout_rates(cfg)[0])
+    self.packed = matmul == cpu_matmul.LAYOUT
 
   def __call__(self, x: jax.Array, rngs=None) -> jax.Array:
-    h = jax.nn.gelu(self.intermediate(x), approximate=False)  # transformers' "gelu" is erf GELU
-    return self.norm(_drop(self.dropout, self.output(h), rngs) + x)
+    # transformers' "gelu" is erf GELU; its output is the next matmul's input, in its dtype.
+    h = _project(self.intermediate, x, packed=self.packed, gelu=True, out_dtype=self.output.dtype)
+    return self.norm(_drop(self.dropout, _project(self.output, h, packed=self.packed), rngs) + x)
 
 
 class Layer(nnx.Module):

@@ -1,11 +1,12 @@
-// bf16 x bf16 -> fp32 matmul on Intel AMX tiles: C[M, N] = A[M, K] @ B[K, N], K and N multiples
-// of 32 (every XLM-RoBERTa weight), any M.
+// bf16 x bf16 matmul on Intel AMX tiles with its epilogue: C[M, N] = act(A[M, K] @ B[K, N] + bias),
+// C in fp32 or bf16; K and N multiples of 32 (every XLM-RoBERTa weight), any M.
 //
 // A is row-major bf16, the activations as XLA hands them over. B is the weight, packed once
 // when the model loads (model/cpu_matmul.py `pack`) into strips of 32 columns, each strip its
 // K / 2 rows of 32 column pairs: Bp[s][r][j][i] = B[2r + i][32s + j]. A step of 32 down K then
 // reads one contiguous 2 KiB block of a strip: two B tiles of 16 pair-rows x 16 columns, which
-// is AMX's layout for B.
+// is AMX's layout for B. B may be several packed weights side by side (query, key and value):
+// the kernel reads their strips in turn, so the joined weight is never copied.
 //
 // Output blocks of 32 x 32 are four 16 x 16 fp32 accumulator tiles fed by two A tiles and two B
 // tiles per step (all eight tile registers). K is walked in chunks of 1024 and the columns in
@@ -13,6 +14,10 @@
 // (1 MiB) stays in L2 while the rows pass over it. Measured on one core (thread CPU time, bench
 // beside the 768x3072, 3072x768 and 1024x4096 shapes): chunks of 256 and panels of 256 ran at
 // 300-340 GFLOP/s, 1024 and 512 at 540-600; deeper chunks or wider panels gained nothing.
+//
+// The epilogue (bias, erf GELU, rounding to bf16) runs on each finished 32 x 32 block while it
+// is in L1, as OpenVINO's post-ops do: as separate XLA fusions the bias, GELU and bf16 convert
+// over [tokens, 3072] cost half as much as the matmuls themselves (docs/benchmarks.md).
 #pragma once
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -21,6 +26,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace koedu {
 
@@ -28,6 +35,23 @@ using bf16 = uint16_t;
 
 struct MatmulShape {
   int64_t m, k, n;
+};
+
+// Where B's strips live: `parts` packed weights of equal shape, side by side.
+struct PackedWeights {
+  static constexpr int kMaxParts = 4;
+  const bf16* parts[kMaxParts] = {};
+  int64_t strips_per_part = 0;
+  const bf16* strip(int64_t s, int64_t k) const {
+    return parts[s / strips_per_part] + (s % strips_per_part) * k * 32;
+  }
+};
+
+enum Activation : int32_t { kIdentity = 0, kGelu = 1 };
+
+struct Epilogue {
+  const float* bias;  // N values, or null
+  Activation activation;
 };
 
 // Linux hands out the AMX tile state only to processes that ask (arch_prctl
@@ -53,23 +77,69 @@ inline void configure_tiles() {
   _tile_loadconfig(&config);
 }
 
+// erf by the rational approximation of Eigen's fast erf (x clamped to [-4, 4], where fp32 erf
+// is +-1): max error 4e-7 against erf in float64, beside XLA's 3e-7; GELU's output is rounded
+// to bf16 (steps of 2^-8) before it is used.
+static inline __m512 erf_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.f)), _mm512_set1_ps(4.f));
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
+  for (float c : {2.77068142495902e-08f, -2.10102402082508e-06f, -5.69250639462346e-05f,
+                  -7.34990630326855e-04f, -2.95459980854025e-03f, -1.60960333262415e-02f})
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(c));
+  __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
+  for (float c : {-2.13374055278905e-04f, -1.68282697438203e-03f, -7.37332916720468e-03f,
+                  -1.42647390514189e-02f})
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(c));
+  return _mm512_div_ps(_mm512_mul_ps(p, x), q);
+}
+
+// jax.nn.gelu(approximate=False): x * (erf(x / sqrt(2)) + 1) / 2.
+static inline __m512 gelu_ps(__m512 x) {
+  const __m512 e = erf_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)));
+  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.f))), _mm512_set1_ps(0.5f));
+}
+
+static inline void store16(float* out, __m512 x) { _mm512_storeu_ps(out, x); }
+static inline void store16(bf16* out, __m512 x) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+// C[32 x 32 at c] = act(acc + bias[32 at bias]), acc fp32 with row stride acc_stride.
+template <typename Out>
+static inline void finish(const float* acc, int64_t acc_stride, Out* c, int64_t c_stride,
+                          const float* bias, Activation activation) {
+  const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+  for (int r = 0; r < 32; ++r) {
+    __m512 x0 = _mm512_add_ps(_mm512_loadu_ps(acc + r * acc_stride), b0);
+    __m512 x1 = _mm512_add_ps(_mm512_loadu_ps(acc + r * acc_stride + 16), b1);
+    if (activation == kGelu) {
+      x0 = gelu_ps(x0);
+      x1 = gelu_ps(x1);
+    }
+    store16(c + r * c_stride, x0);
+    store16(c + r * c_stride + 16, x1);
+  }
+}
+
 constexpr int64_t kPanel = 512;  // columns of B per pass over a block of rows
 constexpr int64_t kDepth = 1024;  // K per pass
 
-// C[32 rows at a, 32 columns of strip] (+)= A[., k0:k1] @ B[k0:k1, strip]. `a` and `c` point at
-// the block's first row; `strip` at the strip's pair-row k0 / 2.
-static inline void block(const bf16* a, int64_t a_stride, const bf16* strip, float* c,
-                         int64_t c_stride, int64_t depth, bool first) {
+// acc[32 rows, 32 columns] (+)= A[., k0:k0 + depth] @ B[k0:k0 + depth, strip]. `a` points at the
+// block's first row and column k0; `strip` at the strip's pair-row k0 / 2.
+static inline void block(const bf16* a, int64_t a_stride, const bf16* strip, float* acc,
+                         int64_t acc_stride, int64_t depth, bool first) {
   if (first) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
   } else {
-    _tile_loadd(0, c, c_stride * 4);
-    _tile_loadd(1, c + 16, c_stride * 4);
-    _tile_loadd(2, c + 16 * c_stride, c_stride * 4);
-    _tile_loadd(3, c + 16 * c_stride + 16, c_stride * 4);
+    _tile_loadd(0, acc, acc_stride * 4);
+    _tile_loadd(1, acc + 16, acc_stride * 4);
+    _tile_loadd(2, acc + 16 * acc_stride, acc_stride * 4);
+    _tile_loadd(3, acc + 16 * acc_stride + 16, acc_stride * 4);
   }
   for (int64_t k = 0; k < depth; k += 32) {
     const bf16* b = strip + k * 32;  // 16 pair-rows of 64 bf16 per 32 of K
@@ -82,44 +152,55 @@ static inline void block(const bf16* a, int64_t a_stride, const bf16* strip, flo
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, c, c_stride * 4);
-  _tile_stored(1, c + 16, c_stride * 4);
-  _tile_stored(2, c + 16 * c_stride, c_stride * 4);
-  _tile_stored(3, c + 16 * c_stride + 16, c_stride * 4);
+  _tile_stored(0, acc, acc_stride * 4);
+  _tile_stored(1, acc + 16, acc_stride * 4);
+  _tile_stored(2, acc + 16 * acc_stride, acc_stride * 4);
+  _tile_stored(3, acc + 16 * acc_stride + 16, acc_stride * 4);
 }
 
 // Rows [m0, m0 + rows) of C with rows a multiple of 32; `a` and `c` point at row m0, with row
-// strides a_stride and c_stride (elements).
-static void rows_amx(const bf16* a, int64_t a_stride, const bf16* bp, float* c, int64_t c_stride,
-                     int64_t rows, const MatmulShape& s) {
-  const int64_t strip_size = s.k * 32;  // bf16 per strip
+// strides a_stride and c_stride (elements). An fp32 C holds the partial sums between chunks of
+// K; a bf16 C cannot, so it takes all of K in one chunk into a 32 x 32 block in L1.
+template <typename Out>
+static void rows_amx(const bf16* a, int64_t a_stride, const PackedWeights& w, Out* c,
+                     int64_t c_stride, int64_t rows, const MatmulShape& s, const Epilogue& e) {
+  constexpr bool in_place = std::is_same_v<Out, float>;
+  const int64_t depth_step = in_place ? kDepth : s.k;
+  alignas(64) float scratch[32 * 32];
   for (int64_t p = 0; p < s.n; p += kPanel) {
     const int64_t p_end = std::min(p + kPanel, s.n);
-    for (int64_t k0 = 0; k0 < s.k; k0 += kDepth) {
-      const int64_t depth = std::min(kDepth, s.k - k0);
+    for (int64_t k0 = 0; k0 < s.k; k0 += depth_step) {
+      const int64_t depth = std::min(depth_step, s.k - k0);
+      const bool last = k0 + depth == s.k;
       for (int64_t m = 0; m < rows; m += 32)
-        for (int64_t n = p; n < p_end; n += 32)
-          block(a + m * a_stride + k0, a_stride, bp + (n / 32) * strip_size + k0 * 32,
-                c + m * c_stride + n, c_stride, depth, k0 == 0);
+        for (int64_t n = p; n < p_end; n += 32) {
+          Out* out = c + m * c_stride + n;
+          float* acc = scratch;
+          int64_t acc_stride = 32;
+          if constexpr (in_place) acc = out, acc_stride = c_stride;
+          block(a + m * a_stride + k0, a_stride, w.strip(n / 32, s.k) + k0 * 32, acc, acc_stride,
+                depth, k0 == 0);
+          if (last && (e.bias || e.activation != kIdentity || !in_place))
+            finish(acc, acc_stride, out, c_stride, e.bias ? e.bias + n : nullptr, e.activation);
+        }
     }
   }
 }
 
 // Rows [m0, m1) of C. Fewer than 32 rows at the end go through a zero-padded copy.
-inline void matmul_rows(const bf16* a, const bf16* bp, float* c, const MatmulShape& s, int64_t m0,
-                        int64_t m1) {
+template <typename Out>
+inline void matmul_rows(const bf16* a, const PackedWeights& w, Out* c, const MatmulShape& s,
+                        const Epilogue& e, int64_t m0, int64_t m1) {
   configure_tiles();
   const int64_t full = (m1 - m0) / 32 * 32;
-  if (full) rows_amx(a + m0 * s.k, s.k, bp, c + m0 * s.n, s.n, full, s);
+  if (full) rows_amx(a + m0 * s.k, s.k, w, c + m0 * s.n, s.n, full, s, e);
   if (m0 + full < m1) {
     const int64_t tail = m1 - m0 - full;
-    bf16* a_pad = new bf16[32 * s.k]();
-    float* c_pad = new float[32 * s.n];
-    std::memcpy(a_pad, a + (m0 + full) * s.k, tail * s.k * sizeof(bf16));
-    rows_amx(a_pad, s.k, bp, c_pad, s.n, 32, s);
-    std::memcpy(c + (m0 + full) * s.n, c_pad, tail * s.n * sizeof(float));
-    delete[] a_pad;
-    delete[] c_pad;
+    std::vector<bf16> a_pad(32 * s.k);
+    std::vector<Out> c_pad(32 * s.n);
+    std::memcpy(a_pad.data(), a + (m0 + full) * s.k, tail * s.k * sizeof(bf16));
+    rows_amx(a_pad.data(), s.k, w, c_pad.data(), s.n, 32, s, e);
+    std::memcpy(c + (m0 + full) * s.n, c_pad.data(), tail * s.n * sizeof(Out));
   }
   _tile_release();
 }

@@ -61,6 +61,42 @@ def test_amx_matmul_matches_float64_of_the_same_bf16(m, k, n):
   assert (np.abs(ours - xla) / scale).max() < 1e-6
 
 
+@needs_amx
+@pytest.mark.parametrize("activation", [None, "gelu"])
+@pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("m,k,n,parts", [(37, 64, 96, 1), (70, 768, 192, 3), (33, 1056, 64, 1)])
+def test_amx_linear_epilogue_is_xlas_bias_gelu_and_rounding(m, k, n, parts, activation, out_dtype):
+  # What the model asks of it: query, key and value read side by side (parts=3), bias, erf GELU
+  # and bf16 output in the epilogue, against XLA doing each step after a bf16 dot. K past 1024
+  # with a bf16 output takes all of K in one pass.
+  rng = np.random.default_rng(m + k + n + parts)
+  a = bf16(rng, (m, k))
+  weights = [bf16(rng, (k, n)) for _ in range(parts)]
+  biases = [rng.standard_normal(n).astype(np.float32) for _ in range(parts)]
+  out_dtype = jnp.dtype(out_dtype)
+  ours = jax.jit(lambda x, ws, bs: cpu_matmul.linear(x, ws, bs, activation=activation, out_dtype=out_dtype))(
+      jnp.asarray(a), [jnp.asarray(cpu_matmul.pack(w)) for w in weights], biases)
+  assert ours.dtype == out_dtype and ours.shape == (m, n * parts)
+
+  def xla(x, w, b):
+    y = jax.lax.dot_general(x, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32) + b
+    return (jax.nn.gelu(y, approximate=False) if activation else y).astype(out_dtype)
+  expected = np.asarray(jax.jit(xla)(jnp.asarray(a), jnp.asarray(np.concatenate(weights, 1)),
+                                     np.concatenate(biases)), np.float32)
+  ours = np.asarray(ours, np.float32)
+  scale = np.abs(a).astype(np.float64) @ np.abs(np.concatenate(weights, 1)).astype(np.float64) + 1
+  # Accumulation order and GELU's erf (4e-7 against XLA's 3e-7) differ by parts in 1e6 of the
+  # pre-activation's scale; a bf16 output then rounds that value to the same step, or to its
+  # neighbour (2^-8 away) near a tie.
+  step = 2.0 ** -8 if out_dtype == jnp.bfloat16 else 0.0
+  assert (np.abs(ours - expected) <= step * np.abs(expected) + 2e-6 * scale).all()
+  if out_dtype == jnp.bfloat16:
+    # GELU's far negative tail is 1 + erf(x) cancelling in both (values under 1e-6, absolute
+    # error checked above); elsewhere both round the same fp32 value alike.
+    seen = np.abs(expected) > 1e-2
+    assert (ours == expected)[seen].mean() > 0.999
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_bf16_attention_matches_xla_bf16_attention(variant, shape):
@@ -128,7 +164,8 @@ def test_weights_are_packed_once_at_load(wide_checkpoint):
   # The compiled program calls the kernel and no XLA dot for the encoder's weights.
   spec = jax.ShapeDtypeStruct((2, 16), jnp.int32)
   text = scorer._forward.lower(scorer._state, spec, spec, spec, jax.ShapeDtypeStruct((2, 2), jnp.int32)).as_text()
-  assert text.count(cpu_kernels.AMX_MATMUL) == 4 * WIDE["num_hidden_layers"]  # QKV, output, FFN x2
+  calls = sum(text.count(target) for target in cpu_kernels.AMX_LINEAR.values())
+  assert calls == 4 * WIDE["num_hidden_layers"]  # QKV, output, FFN x2
 
 
 @pytest.fixture(scope="module")

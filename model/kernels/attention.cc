@@ -34,7 +34,7 @@ struct Work {
   // The scratch is made on the first claim: a task that claims nothing allocates nothing.
   template <typename S, typename Make, typename Attend>
   void claim(Make make, Attend attend_item) {
-    std::unique_ptr<S> scratch;
+    decltype(make()) scratch{};
     for (int64_t item; (item = next.fetch_add(1)) < items;) {
       if (!scratch) scratch = make();
       attend_item(item / shape.heads, item % shape.heads, *scratch);
@@ -45,7 +45,7 @@ struct Work {
   void drain() {
 #if KOEDU_AMX_ATTENTION
     if constexpr (std::is_same_v<T, bf16_t>) {
-      claim<AmxScratch>([this] { return std::make_unique<AmxScratch>(shape); },
+      claim<AmxScratch>([this] { return amx_scratch(shape); },
                         [this](int64_t row, int64_t head, AmxScratch& w) {
                           attend_amx(qkv, segments, out, shape, row, head, w);
                         });

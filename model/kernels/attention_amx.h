@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -49,18 +50,27 @@ inline void configure_attention_tiles() {
 // [r][j]. v: per pair of keys, 64 dimensions of (v[2r][c], v[2r + 1][c]). The segment ids and
 // spans are the row's, kept while a thread's items stay on one row.
 struct AmxScratch {
-  int64_t stride, row = -1;
+  int64_t length, stride, row = -1;
   std::vector<bf16_t> q, weights;
   std::vector<uint32_t> k, v;
   std::vector<float> scores, out;
   std::vector<int32_t> segments;
   std::vector<int64_t> first, last, table_first, table_last;
   explicit AmxScratch(const Shape& s)
-      : stride((s.length + kKeyStep - 1) / kKeyStep * kKeyStep), q(stride * kMaxHeadDim),
+      : length(s.length), stride((s.length + kKeyStep - 1) / kKeyStep * kKeyStep), q(stride * kMaxHeadDim),
         weights(kTileRows * stride), k(stride / 16 * kKeyWords), v(stride / 2 * kMaxHeadDim),
         scores(kTileRows * stride), out(kTileRows * kMaxHeadDim), segments(stride), first(s.length),
         last(s.length) {}
 };
+
+// This thread's scratch for rows of s.length, kept between calls: buffers this size come from
+// mmap, and their pages would fault in again on every call.
+inline AmxScratch* amx_scratch(const Shape& s) {
+  thread_local std::unique_ptr<AmxScratch> kept;
+  if (!kept || kept->length != s.length) kept = std::make_unique<AmxScratch>(s);
+  kept->row = -1;  // another call's segment ids
+  return kept.get();
+}
 
 // Each key's segment spans [first, last]. Packed rows number their documents from 1, so a
 // table indexed by id does; other ids (negative or huge) go through a sort.

@@ -129,14 +129,17 @@ static inline void transpose16(__m512i r[16]) {
 
 // 32 bf16 * scale, rounded to bf16.
 static inline __m512i scaled(__m512i x, __m512 scale) {
-  __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16));
-  __m512 hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
+  auto widen16 = [](__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  };
+  __m512 lo = widen16(_mm512_castsi512_si256(x)), hi = widen16(_mm512_extracti64x4_epi64(x, 1));
   return (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, scale), _mm512_mul_ps(lo, scale));
 }
 
 // Queries, keys and values of one (row, head) into the scratch's tile layouts; rows past the
 // length and dimensions past head_dim are zeros. Masked loads never touch the masked-off bytes.
-static inline void lay_out(const bf16_t* qkv, const Shape& s, int64_t row, int64_t head, AmxScratch& w) {
+static inline void lay_out(const bf16_t* qkv, const Shape& s, int64_t row, int64_t head,
+                           AmxScratch& w) {
   const int64_t hidden = s.heads * s.head_dim;
   const __mmask32 low = static_cast<__mmask32>((1ull << std::min<int64_t>(s.head_dim, 32)) - 1);
   const __mmask32 high = static_cast<__mmask32>((1ull << std::max<int64_t>(s.head_dim - 32, 0)) - 1);
@@ -151,8 +154,9 @@ static inline void lay_out(const bf16_t* qkv, const Shape& s, int64_t row, int64
       const bool real = j < s.length;
       const bf16_t* q = real ? qkv + (row * s.length + j) * 3 * hidden + head * s.head_dim : qkv;
       const __mmask32 m0 = real ? low : 0, m1 = real ? high : 0;
-      _mm512_storeu_si512(w.q.data() + j * kMaxHeadDim, scaled(_mm512_maskz_loadu_epi16(m0, q), sc));
-      _mm512_storeu_si512(w.q.data() + j * kMaxHeadDim + 32, scaled(_mm512_maskz_loadu_epi16(m1, q + 32), sc));
+      bf16_t* scaled_q = w.q.data() + j * kMaxHeadDim;
+      _mm512_storeu_si512(scaled_q, scaled(_mm512_maskz_loadu_epi16(m0, q), sc));
+      _mm512_storeu_si512(scaled_q + 32, scaled(_mm512_maskz_loadu_epi16(m1, q + 32), sc));
       k0[jj] = _mm512_maskz_loadu_epi16(m0, q + hidden);
       k1[jj] = _mm512_maskz_loadu_epi16(m1, q + hidden + 32);
       v0[jj] = _mm512_maskz_loadu_epi16(m0, q + 2 * hidden);
@@ -169,11 +173,12 @@ static inline void lay_out(const bf16_t* qkv, const Shape& s, int64_t row, int64
     // 8l+4..8l+7); the permutes put the dimensions back in order.
     for (int jj = 0; jj < 16; jj += 2) {
       uint32_t* v = w.v.data() + (j0 + jj) / 2 * kMaxHeadDim;
-      const __m512i halves[2][2] = {{_mm512_unpacklo_epi16(v0[jj], v0[jj + 1]), _mm512_unpackhi_epi16(v0[jj], v0[jj + 1])},
-                                    {_mm512_unpacklo_epi16(v1[jj], v1[jj + 1]), _mm512_unpackhi_epi16(v1[jj], v1[jj + 1])}};
+      const __m512i* rows[2] = {v0 + jj, v1 + jj};  // dimensions 0-31, 32-63
       for (int h = 0; h < 2; ++h) {
-        _mm512_storeu_si512(v + 32 * h, _mm512_permutex2var_epi64(halves[h][0], pick_low, halves[h][1]));
-        _mm512_storeu_si512(v + 32 * h + 16, _mm512_permutex2var_epi64(halves[h][0], pick_high, halves[h][1]));
+        __m512i lo = _mm512_unpacklo_epi16(rows[h][0], rows[h][1]);
+        __m512i hi = _mm512_unpackhi_epi16(rows[h][0], rows[h][1]);
+        _mm512_storeu_si512(v + 32 * h, _mm512_permutex2var_epi64(lo, pick_low, hi));
+        _mm512_storeu_si512(v + 32 * h + 16, _mm512_permutex2var_epi64(lo, pick_high, hi));
       }
     }
   }
@@ -321,7 +326,8 @@ static inline void query_block_amx(bf16_t* out, const Shape& s, int64_t row, int
       std::fill(weights + begin, weights + end, bf16_t(0));
       inverse_sum[i] = 0.f;
     } else {
-      inverse_sum[i] = softmax_weights(w.scores.data() + i * w.stride, segments, segment, begin, end, weights);
+      const float* scores = w.scores.data() + i * w.stride;
+      inverse_sum[i] = softmax_weights(scores, segments, segment, begin, end, weights);
     }
   }
   switch (s.value_vectors()) {

@@ -3,7 +3,7 @@ the best one this CPU runs loaded and registered with XLA as FFI custom calls.
 
 | variant      | needs (cpuinfo flags)             | holds                                              |
 |--------------|-----------------------------------|----------------------------------------------------|
-| `amx`        | avx512f, avx512_bf16, amx_bf16/tile | fused attention (fp32; bf16 by AVX512-BF16 dot products), the AMX bf16 matmul with bias and GELU |
+| `amx`        | avx512f, avx512_bf16, amx_bf16/tile | fused attention (fp32; bf16 on AMX tiles), the AMX bf16 matmul with bias and GELU |
 | `avx512bf16` | avx512f, avx512_bf16              | fused attention (fp32; bf16 by AVX512-BF16 dot products) |
 | `avx512`     | avx512f                           | fused attention (fp32; bf16 widened to fp32 FMAs)   |
 
@@ -33,7 +33,7 @@ from model import caches
 log = logging.getLogger(__name__)
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCES = ("attention.h", "attention.cc", "matmul.h", "matmul.cc", "pool.h")
+SOURCES = ("attention.h", "attention_amx.h", "attention.cc", "matmul.h", "matmul.cc", "pool.h")
 FLAGS = ("-O3", "-mavx512f", "-mfma", "-std=c++17", "-shared", "-fPIC", "-pthread")
 # name -> (cpuinfo flags it needs, extra compiler flags, translation units), best first.
 VARIANTS = {

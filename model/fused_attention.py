@@ -6,8 +6,9 @@ peak; at 512 tokens that was a third of the encoder's time for a tenth of its FL
 computes scores, softmax and the weighted values for six queries at a time in cache, and skips
 the keys of other documents in packed rows (docs/benchmarks.md has the figures).
 
-fp32 or bf16 in and out, as the encoder's compute dtype: bf16 multiplies by AVX512-BF16 dot
-products where the CPU has them (softmax and accumulation stay fp32), else is widened to fp32.
+fp32 or bf16 in and out, as the encoder's compute dtype: bf16 multiplies on AMX tiles where the
+CPU has them (attention_amx.h), else by AVX512-BF16 dot products (softmax and accumulation stay
+fp32), else is widened to fp32.
 It needs x86-64 with AVX-512F; model/cpu_kernels.py builds and loads it. Inference only: the
 custom call has no gradient, and training keeps XLA's attention.
 """

@@ -2,12 +2,18 @@
 // model/cpu_kernels.py. Work items are (row, head) pairs, shared out over XLA's intra-op thread
 // pool; the calling thread takes items too, so the call finishes even if no pool thread ever
 // starts, and asks one helper fewer than the pool has threads so that the cores are not
-// oversubscribed.
+// oversubscribed. Builds with AMX (the `amx` variant) run bf16 on tiles (attention_amx.h).
 #include <atomic>
 #include <memory>
 #include <thread>
 
 #include "attention.h"
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define KOEDU_AMX_ATTENTION 1
+#include "attention_amx.h"
+#else
+#define KOEDU_AMX_ATTENTION 0
+#endif
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -25,13 +31,31 @@ struct Work {
 
   // Claims items until none are left. Buffers are touched only under a claimed item, and the
   // caller waits for every item, so a pool task that starts late touches nothing but `next`.
-  void drain() {
-    std::unique_ptr<Scratch> scratch;
+  // The scratch is made on the first claim: a task that claims nothing allocates nothing.
+  template <typename S, typename Make, typename Attend>
+  void claim(Make make, Attend attend_item) {
+    decltype(make()) scratch{};
     for (int64_t item; (item = next.fetch_add(1)) < items;) {
-      if (!scratch) scratch = std::make_unique<Scratch>(shape, uses_pairs<T>());
-      attend(qkv, segments, out, shape, item / shape.heads, item % shape.heads, *scratch);
+      if (!scratch) scratch = make();
+      attend_item(item / shape.heads, item % shape.heads, *scratch);
       done.fetch_add(1, std::memory_order_release);
     }
+  }
+
+  void drain() {
+#if KOEDU_AMX_ATTENTION
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      claim<AmxScratch>([this] { return amx_scratch(shape); },
+                        [this](int64_t row, int64_t head, AmxScratch& w) {
+                          attend_amx(qkv, segments, out, shape, row, head, w);
+                        });
+      return;
+    }
+#endif
+    claim<Scratch>([this] { return std::make_unique<Scratch>(shape, uses_pairs<T>()); },
+                   [this](int64_t row, int64_t head, Scratch& w) {
+                     attend(qkv, segments, out, shape, row, head, w);
+                   });
   }
 };
 
@@ -72,3 +96,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(KoeduFusedAttentionBf16, (koedu::FusedAttention<ff
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::BF16>>());
+
+// 1 where bf16 attention runs on AMX tiles, so that tests can tell which path a build takes.
+extern "C" int KoeduAttentionOnAmx() { return KOEDU_AMX_ATTENTION; }

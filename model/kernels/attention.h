@@ -3,7 +3,8 @@
 // fp32 softmax and accumulation, AVX-512F; for bf16 with AVX512-BF16 (compiled with
 // -mavx512bf16) the two products are bf16 dot products (vdpbf16ps) over pairs of elements, the
 // softmax weights rounded to bf16 before the product with V as XLA's bf16 attention rounds them;
-// without it bf16 is widened to fp32 and takes the fp32 path.
+// without it bf16 is widened to fp32 and takes the fp32 path. Builds with AMX run bf16 on tiles
+// instead (attention_amx.h), with the same roundings.
 //
 // Layout, as model/xlmr.py holds it: qkv (rows, length, 3, heads, head_dim), segment ids
 // (rows, length) with 0 for padding, out (rows, length, heads, head_dim). A query attends to

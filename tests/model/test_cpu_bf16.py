@@ -120,6 +120,43 @@ def test_bf16_attention_matches_xla_bf16_attention(variant, shape):
   assert (ours[~real] == 0).all(), "padding queries get zeros"
 
 
+ON_AMX = cpu_kernels.unavailable_reason("amx")
+needs_amx_attention = pytest.mark.skipif(ON_AMX is not None, reason=f"amx kernels: {ON_AMX}")
+
+
+@needs_amx_attention
+@pytest.mark.parametrize("head_dim", [64, 20])
+def test_amx_attention_matches_float64_of_the_same_bf16(head_dim):
+  # Documents of 1, 15, 17, 31, 33 and 500 tokens back to back, then padding, in rows of 610 (not
+  # a multiple of 16): key spans off the 16-query tiles and 32-key steps, a document alone in a
+  # tile's rows and one whose span crosses many; head_dim 20 leaves most of each tile zeros.
+  assert cpu_kernels.load("amx")[1].KoeduAttentionOnAmx() == 1, "the amx build runs bf16 on AMX tiles"
+  rng = np.random.default_rng(head_dim)
+  rows, length, heads = 2, 610, 3
+  lengths = [1, 15, 17, 31, 33, 500]
+  segments = np.zeros((rows, length), np.int32)
+  for row, order in zip(segments, (lengths, lengths[::-1])):
+    bounds = np.cumsum([0] + order)
+    for segment, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
+      row[a:b] = segment
+  qkv = bf16(rng, (rows, length, 3, heads, head_dim), 3.0)
+  ours = jax.jit(lambda x, s: fused_attention.fused_attention(x, s, "amx"))(jnp.asarray(qkv), jnp.asarray(segments))
+  ours = np.asarray(ours, np.float32)
+  # The kernel, like XLA's bf16 attention, rounds 1 / sqrt(head_dim) and q * scale to bf16
+  # (exact for 64, not for 20): float64 from those queries on.
+  scale = np.float32(ml_dtypes.bfloat16(1 / np.sqrt(head_dim)))
+  wide = qkv.astype(np.float64)
+  wide[:, :, 0] = (qkv[:, :, 0].astype(np.float32) * scale).astype(ml_dtypes.bfloat16).astype(np.float64) * np.sqrt(head_dim)
+  exact = attention_float64(wide, segments)
+  real = segments != 0
+  # Per document: bf16 weights (2^-9 relative each) and a bf16 output (2^-9 of it) put the error
+  # within a bf16 step (2^-8) of the document's largest output: 3e-3 measured.
+  for segment in range(1, len(lengths) + 1):
+    own = segments == segment
+    assert np.abs(ours - exact)[own].max() <= 5e-3 * np.abs(exact[own]).max(), segment
+  assert (ours[~real] == 0).all(), "padding queries get zeros"
+
+
 # A width the AMX matmul runs (multiples of 32), heads of 32; the session's default checkpoint
 # (hidden 36) runs XLA's dots.
 WIDE = dict(hidden_size=64, num_attention_heads=2, intermediate_size=96, num_hidden_layers=2)

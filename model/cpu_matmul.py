@@ -65,19 +65,29 @@ def init(key, shape, dtype):
 ACTIVATIONS = {None: 0, "gelu": 1}  # matmul.h's Activation
 
 
-def linear(x, kernels, biases, *, activation: str | None = None, out_dtype=jnp.float32):
-  """activation(x (..., K) @ kernels side by side + biases) in out_dtype, in one custom call.
+def linear(x, kernels, biases, *, activation: str | None = None, out_dtype=jnp.float32,
+           residual=None, norm=None):
+  """activation(x (..., K) @ kernels side by side + biases) in out_dtype, in one custom call;
+  with `residual` and `norm` (scale, bias, eps), LayerNorm(that + residual) instead, in fp32.
 
   `kernels`: packed weights of equal shape, read as their concatenated columns (query, key and
   value join without a copy); `biases` the matching fp32 vectors; `activation` None or "gelu"
-  (erf GELU, as transformers' "gelu"). The epilogue runs on each finished block in cache: bias,
-  GELU and the rounding to bf16 would otherwise be XLA passes over the whole output."""
+  (erf GELU, as transformers' "gelu"); x bf16, or fp32 rounded to bf16 inside the call. The
+  epilogue runs on each finished block in cache (bias, GELU, rounding to bf16) and on each
+  finished item of rows (residual, LayerNorm): as XLA passes over the whole output they cost
+  half as much as the matmuls."""
   out = jax.ShapeDtypeStruct(x.shape[:-1] + (sum(k.shape[0] for k in kernels) * BLOCK,), out_dtype)
   target = cpu_kernels.target(cpu_kernels.AMX_LINEAR[jnp.dtype(out_dtype).name], "amx")
   bias = jnp.concatenate([jnp.asarray(b, jnp.float32) for b in biases])
-  return jax.ffi.ffi_call(target, out)(x.astype(jnp.bfloat16), bias,
-                                       *(k.astype(jnp.bfloat16) for k in kernels),
-                                       activation=np.int32(ACTIVATIONS[activation]))
+  layer_norm = []
+  if norm is not None:
+    scale, shift, eps = norm
+    layer_norm = [jnp.asarray(a, jnp.float32) for a in (residual, scale, shift)]
+  x = x if x.dtype == jnp.float32 else x.astype(jnp.bfloat16)
+  return jax.ffi.ffi_call(target, out)(x, bias, *layer_norm, *(k.astype(jnp.bfloat16) for k in kernels),
+                                       activation=np.int32(ACTIVATIONS[activation]),
+                                       norm=np.int32(norm is not None),
+                                       eps=np.float32(norm[2] if norm is not None else 0.0))
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):

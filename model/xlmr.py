@@ -97,6 +97,17 @@ def _project(dense: nnx.Linear, x: jax.Array, *, packed: bool, gelu: bool = Fals
   return (jax.nn.gelu(y, approximate=False) if gelu else y).astype(out_dtype)
 
 
+def _add_norm(dense: nnx.Linear, norm: nnx.LayerNorm, h: jax.Array, residual: jax.Array, *,
+              packed: bool, dropout, rngs) -> jax.Array:
+  """norm(dropout(dense(h)) + residual), the end of each post-LN block. A packed (AMX) kernel
+  does it in one call, the residual add and LayerNorm on each item of rows while it is in cache
+  (inference only: the AMX path has no dropout)."""
+  if packed:
+    return cpu_matmul.linear(h, [dense.kernel[...]], [dense.bias[...]], residual=residual,
+                             norm=(norm.scale[...], norm.bias[...], norm.epsilon))
+  return norm(_drop(dropout, dense(h), rngs) + residual)
+
+
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   # fp32 statistics and parameters even under bf16 compute (a bf16 scale would shift every
   # document the same way), and the two-pass variance torch uses: the one-pass "fast"
@@ -162,8 +173,8 @@ class SelfAttention(nnx.Module):
                                          self.max_length)
     else:
       attended = self.attend(qkv, segment_ids)
-    out = _project(self.output, attended.reshape(batch, length, hidden), packed=self.packed)
-    return self.norm(_drop(self.dropout, out, rngs) + x)
+    return _add_norm(self.output, self.norm, attended.reshape(batch, length, hidden), x,
+                     packed=self.packed, dropout=self.dropout, rngs=rngs)
 
 
 class FeedForward(nnx.Module):
@@ -179,7 +190,7 @@ class FeedForward(nnx.Module):
   def __call__(self, x: jax.Array, rngs=None) -> jax.Array:
     # transformers' "gelu" is erf GELU; its output is the next matmul's input, in its dtype.
     h = _project(self.intermediate, x, packed=self.packed, gelu=True, out_dtype=self.output.dtype)
-    return self.norm(_drop(self.dropout, _project(self.output, h, packed=self.packed), rngs) + x)
+    return _add_norm(self.output, self.norm, h, x, packed=self.packed, dropout=self.dropout, rngs=rngs)
 
 
 class Layer(nnx.Module):

@@ -31,9 +31,9 @@
 #include <type_traits>
 #include <vector>
 
-namespace koedu {
+#include "epilogue.h"
 
-using bf16 = uint16_t;
+namespace koedu {
 
 struct MatmulShape {
   int64_t m, k, n;
@@ -47,13 +47,6 @@ struct PackedWeights {
   const bf16* strip(int64_t s, int64_t k) const {
     return parts[s / strips_per_part] + (s % strips_per_part) * k * 32;
   }
-};
-
-enum Activation : int32_t { kIdentity = 0, kGelu = 1 };
-
-struct Epilogue {
-  const float* bias;  // N values, or null
-  Activation activation;
 };
 
 // Linux hands out the AMX tile state only to processes that ask (arch_prctl
@@ -77,55 +70,6 @@ inline void configure_tiles() {
     config.rows[t] = 16;
   }
   _tile_loadconfig(&config);
-}
-
-// erf by the rational approximation of Eigen's fast erf (x clamped to [-4, 4], where fp32 erf
-// is +-1): max error 4e-7 against erf in float64, beside XLA's 3e-7; GELU's output is rounded
-// to bf16 (steps of 2^-8) before it is used.
-static inline __m512 erf_ps(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.f)), _mm512_set1_ps(4.f));
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  __m512 p = _mm512_set1_ps(-2.72614225801306e-10f);
-  for (float c : {2.77068142495902e-08f, -2.10102402082508e-06f, -5.69250639462346e-05f,
-                  -7.34990630326855e-04f, -2.95459980854025e-03f, -1.60960333262415e-02f})
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(c));
-  __m512 q = _mm512_set1_ps(-1.45660718464996e-05f);
-  for (float c : {-2.13374055278905e-04f, -1.68282697438203e-03f, -7.37332916720468e-03f,
-                  -1.42647390514189e-02f})
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(c));
-  // 1 / q by rcp14 and one Newton step (23 bits): a division would be the epilogue's costliest op.
-  __m512 r = _mm512_rcp14_ps(q);
-  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(2.f)));
-  return _mm512_mul_ps(_mm512_mul_ps(p, x), r);
-}
-
-// jax.nn.gelu(approximate=False): x * (erf(x / sqrt(2)) + 1) / 2.
-static inline __m512 gelu_ps(__m512 x) {
-  const __m512 e = erf_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f)));
-  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.f))), _mm512_set1_ps(0.5f));
-}
-
-static inline void store16(float* out, __m512 x) { _mm512_storeu_ps(out, x); }
-static inline void store16(bf16* out, __m512 x) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(x));
-}
-
-// C[32 x 32 at c] = act(acc + bias[32 at bias]), acc fp32 with row stride acc_stride.
-template <typename Out>
-static inline void finish(const float* acc, int64_t acc_stride, Out* c, int64_t c_stride,
-                          const float* bias, Activation activation) {
-  const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-  const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-  for (int r = 0; r < 32; ++r) {
-    __m512 x0 = _mm512_add_ps(_mm512_loadu_ps(acc + r * acc_stride), b0);
-    __m512 x1 = _mm512_add_ps(_mm512_loadu_ps(acc + r * acc_stride + 16), b1);
-    if (activation == kGelu) {
-      x0 = gelu_ps(x0);
-      x1 = gelu_ps(x1);
-    }
-    store16(c + r * c_stride, x0);
-    store16(c + r * c_stride + 16, x1);
-  }
 }
 
 constexpr int64_t kPanel = 512;  // columns of B per pass over a block of rows

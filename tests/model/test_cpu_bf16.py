@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from flax import nnx
 
 from model import cpu_kernels, cpu_matmul, fused_attention, runtime
 from model.attention import row_attention
@@ -95,6 +96,28 @@ def test_amx_linear_epilogue_is_xlas_bias_gelu_and_rounding(m, k, n, parts, acti
     # error checked above); elsewhere both round the same fp32 value alike.
     seen = np.abs(expected) > 1e-2
     assert (ours == expected)[seen].mean() > 0.999
+
+
+@needs_amx
+@pytest.mark.parametrize("m,k,n", [(37, 96, 64), (300, 1056, 768)])
+def test_amx_linear_adds_the_residual_and_layer_norms_as_flax(m, k, n):
+  # The end of each post-LN block: LayerNorm(x @ W + b + residual), x handed over in fp32 (a
+  # LayerNorm's output) and rounded to bf16 inside the call as XLA's convert rounds it.
+  rng = np.random.default_rng(m + k)
+  x = rng.standard_normal((m, k)).astype(np.float32)
+  w = bf16(rng, (k, n))
+  b, residual = rng.standard_normal(n).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32)
+  norm = nnx.LayerNorm(n, epsilon=1e-5, use_fast_variance=False, rngs=nnx.Rngs(0))
+  norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, n), jnp.float32)
+  norm.bias[...] = jnp.asarray(rng.standard_normal(n), jnp.float32)
+  ours = np.asarray(jax.jit(lambda x, p: cpu_matmul.linear(
+      x, [p], [b], residual=residual, norm=(norm.scale[...], norm.bias[...], norm.epsilon)))(
+          jnp.asarray(x), jnp.asarray(cpu_matmul.pack(w))))
+  y = jax.lax.dot_general(jnp.asarray(x, jnp.bfloat16), jnp.asarray(w), (((1,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32) + b
+  expected = np.asarray(norm(y + residual))
+  assert ours.dtype == np.float32 and ours.shape == (m, n)
+  np.testing.assert_allclose(ours, expected, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -17,7 +17,7 @@ namespace ffi = xla::ffi;
 
 namespace koedu {
 
-constexpr int64_t kRowsPerItem = 256;
+constexpr int64_t kRowsPerItem = kRows;  // matmul.h's per-thread panel holds this many rows
 
 static ffi::ErrorOr<const float*> vector_of(const ffi::RemainingArgs& args, size_t i, size_t size) {
   auto buffer = args.get<ffi::Buffer<ffi::F32>>(i);
@@ -76,10 +76,9 @@ ffi::Error AmxLinear(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::Buffer<ffi::F3
     const int64_t m0 = item * kRowsPerItem, rows = std::min(kRowsPerItem, shape.m - m0);
     const bf16* a_rows = static_cast<const bf16*>(x) + m0 * shape.k;
     if (a_f32) {
-      thread_local std::vector<bf16> converted;
-      converted.resize(kRowsPerItem * shape.k);
-      to_bf16_rows(static_cast<const float*>(x) + m0 * shape.k, rows * shape.k, converted.data());
-      a_rows = converted.data();
+      bf16* converted = aligned_scratch<bf16, 2>(kRowsPerItem * shape.k);
+      to_bf16_rows(static_cast<const float*>(x) + m0 * shape.k, rows * shape.k, converted);
+      a_rows = converted;
     }
     Out* c_rows = c + m0 * shape.n;
     matmul_rows(a_rows, w, c_rows, shape, epilogue, 0, rows);

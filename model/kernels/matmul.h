@@ -9,13 +9,17 @@
 // the kernel reads their strips in turn, so the joined weight is never copied.
 //
 // Output blocks of 32 x 32 are four 16 x 16 fp32 accumulator tiles fed by two A tiles and two B
-// tiles per step (all eight tile registers). K is walked in chunks of 1024 and the columns in
-// panels of 512: the accumulators go back to C only between chunks, and a chunk of a panel of B
-// (1 MiB) stays in L2 while the rows pass over it. Measured on one core (thread CPU time, 2048
-// rows of the encoder's shapes, bias and epilogue included): 850-1100 GFLOP/s, GELU's 750-850;
-// oneDNN's brgemm through PyTorch 1300-1550 on the same shapes and core, without the epilogue.
-// Panels of 256 to 1024 columns, chunks of 256 to 1024, K-inner or rows-inner orders and A
-// copied into tile order first (repeated per panel) all measured the same or slower.
+// tiles per step (all eight tile registers). K is walked in chunks of 256 and the columns in
+// panels of 256: a block of A's rows for one chunk (16 KiB) stays in L1 while it passes over
+// the panel's strips, and the chunk of the panel (128 KiB) in L2 while the rows pass over it;
+// partial sums go back to C (or a per-thread fp32 panel for a bf16 C) between chunks. The
+// tiles' loads decide the speed: this core runs products at 3.7 TFLOP/s, but one 1 KiB tile
+// load per product from L1 caps it at 2.7, and from L2 at about 1.2. Measured on one core
+// (thread CPU time, bench/matmul_kernel.cc, 2048 rows, epilogue included), chunks and panels of
+// 256 against 1024 and 512: 1300-1550 against 1050-1270 GFLOP/s on base's shapes (GELU's
+// 1130-1230 against 870-950), the level of oneDNN's brgemm through PyTorch (1200-1590, no
+// epilogue); past K = 3072 (large's FFN output) chunks of 1024 stay ahead (1060-1110 against
+// 950-1010). K-inner or rows-inner orders and A copied into tile order first measured slower.
 //
 // The epilogue (bias, erf GELU, rounding to bf16) runs on each finished 32 x 32 block while it
 // is in L1, as OpenVINO's post-ops do: as separate XLA fusions the bias, GELU and bf16 convert
@@ -27,6 +31,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -34,6 +39,25 @@
 #include "epilogue.h"
 
 namespace koedu {
+
+// A per-thread buffer of at least `count` T on a 64-byte boundary, kept between calls (slot
+// tells buffers of one type apart). Tiles load rows of 64 bytes: one split over two cache lines
+// costs about six times as much (bench/matmul_kernel.cc: 8.6 against 53 cycles a tile).
+template <typename T, int slot>
+T* aligned_scratch(size_t count) {
+  struct Buffer {
+    T* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < count) {
+    std::free(buffer.data);
+    buffer.data = static_cast<T*>(std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64));
+    buffer.size = count;
+  }
+  return buffer.data;
+}
 
 struct MatmulShape {
   int64_t m, k, n;
@@ -72,8 +96,8 @@ inline void configure_tiles() {
   _tile_loadconfig(&config);
 }
 
-constexpr int64_t kPanel = 512;  // columns of B per pass over a block of rows
-constexpr int64_t kDepth = 1024;  // K per pass
+constexpr int64_t kPanel = 256;  // columns of B per pass over a block of rows
+constexpr int64_t kDepth = 256;  // K per pass (1024 past K = 3072)
 
 // acc[32 rows, 32 columns] (+)= A[., k0:k0 + depth] @ B[k0:k0 + depth, strip]. `a` points at the
 // block's first row and column k0; `strip` at the strip's pair-row k0 / 2.
@@ -109,15 +133,17 @@ static inline void block(const bf16* a, int64_t a_stride, const bf16* strip, flo
   _tile_stored(3, acc + 16 * acc_stride + 16, acc_stride * 4);
 }
 
-// Rows [m0, m0 + rows) of C with rows a multiple of 32; `a` and `c` point at row m0, with row
-// strides a_stride and c_stride (elements). An fp32 C holds the partial sums between chunks of
-// K; a bf16 C cannot, so it takes all of K in one chunk into a 32 x 32 block in L1.
+// Rows [m0, m0 + rows) of C with rows a multiple of 32 (at most kRows); `a` and `c` point at
+// row m0, with row strides a_stride and c_stride (elements). Partial sums between chunks of K
+// stay in C when it is fp32, else in a per-thread fp32 panel that the epilogue then rounds.
+constexpr int64_t kRows = 256;
+
 template <typename Out>
 static void rows_amx(const bf16* a, int64_t a_stride, const PackedWeights& w, Out* c,
                      int64_t c_stride, int64_t rows, const MatmulShape& s, const Epilogue& e) {
   constexpr bool in_place = std::is_same_v<Out, float>;
-  const int64_t depth_step = in_place ? kDepth : s.k;
-  alignas(64) float scratch[32 * 32];
+  alignas(64) static thread_local float partial_panel[in_place ? 1 : kRows * kPanel];
+  const int64_t depth_step = s.k <= 3072 ? kDepth : 1024;
   for (int64_t p = 0; p < s.n; p += kPanel) {
     const int64_t p_end = std::min(p + kPanel, s.n);
     for (int64_t k0 = 0; k0 < s.k; k0 += depth_step) {
@@ -126,8 +152,8 @@ static void rows_amx(const bf16* a, int64_t a_stride, const PackedWeights& w, Ou
       for (int64_t m = 0; m < rows; m += 32)
         for (int64_t n = p; n < p_end; n += 32) {
           Out* out = c + m * c_stride + n;
-          float* acc = scratch;
-          int64_t acc_stride = 32;
+          float* acc = partial_panel + m * kPanel + (n - p);
+          int64_t acc_stride = kPanel;
           if constexpr (in_place) acc = out, acc_stride = c_stride;
           block(a + m * a_stride + k0, a_stride, w.strip(n / 32, s.k) + k0 * 32, acc, acc_stride,
                 depth, k0 == 0);
@@ -147,11 +173,12 @@ inline void matmul_rows(const bf16* a, const PackedWeights& w, Out* c, const Mat
   if (full) rows_amx(a + m0 * s.k, s.k, w, c + m0 * s.n, s.n, full, s, e);
   if (m0 + full < m1) {
     const int64_t tail = m1 - m0 - full;
-    std::vector<bf16> a_pad(32 * s.k);
-    std::vector<Out> c_pad(32 * s.n);
-    std::memcpy(a_pad.data(), a + (m0 + full) * s.k, tail * s.k * sizeof(bf16));
-    rows_amx(a_pad.data(), s.k, w, c_pad.data(), s.n, 32, s, e);
-    std::memcpy(c + (m0 + full) * s.n, c_pad.data(), tail * s.n * sizeof(Out));
+    bf16* a_pad = aligned_scratch<bf16, 0>(32 * s.k);
+    Out* c_pad = aligned_scratch<Out, 1>(32 * s.n);
+    std::memset(a_pad, 0, 32 * s.k * sizeof(bf16));
+    std::memcpy(a_pad, a + (m0 + full) * s.k, tail * s.k * sizeof(bf16));
+    rows_amx(a_pad, s.k, w, c_pad, s.n, 32, s, e);
+    std::memcpy(c + (m0 + full) * s.n, c_pad, tail * s.n * sizeof(Out));
   }
   _tile_release();
 }

@@ -238,8 +238,12 @@ def test_bfloat16_scores_stay_near_float32_and_transformers(wide_checkpoint, wid
   fast = runner(wide_checkpoint, "bfloat16").run(wide_documents)
   xla = runner(wide_checkpoint, "bfloat16", attention="rows", matmul=None).run(wide_documents)
   spread = np.ptp(fp32)
-  assert max_abs_diff("bfloat16 (fastest kernels) vs float32", fast, fp32) <= 0.02 * spread
+  # Rounding error of bf16 on random weights, as large as XLA's own bf16 makes it (1-2% of the
+  # spread, varying with the session's random documents), and no larger.
+  xla_error = np.abs(xla - fp32).max()
+  assert max_abs_diff("bfloat16 (fastest kernels) vs float32", fast, fp32) <= 1.25 * xla_error + 1e-6
+  assert xla_error <= 0.04 * spread
   # The same products as XLA's bf16 dots and attention: nearer each other than either is to fp32.
   assert max_abs_diff("bfloat16 kernels vs XLA bfloat16", fast, xla) <= 0.5 * np.abs(xla - fp32).max() + 1e-6
   ref = torch_document_scores(torch_classifier(wide_checkpoint), wide_documents)
-  assert max_abs_diff("bfloat16 vs transformers", fast, ref) <= 0.02 * spread
+  assert max_abs_diff("bfloat16 vs transformers", fast, ref) <= 1.25 * xla_error + 1e-4

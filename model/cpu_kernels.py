@@ -33,7 +33,7 @@ from model import caches
 log = logging.getLogger(__name__)
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCES = ("attention.h", "epilogue.h", "attention_amx.h", "attention.cc", "matmul.h", "matmul.cc", "pool.h")
+SOURCES = ("attention.h", "epilogue.h", "tiles.h", "attention_amx.h", "attention.cc", "matmul.h", "matmul.cc", "pool.h")
 FLAGS = ("-O3", "-mavx512f", "-mfma", "-std=c++17", "-shared", "-fPIC", "-pthread")
 # name -> (cpuinfo flags it needs, extra compiler flags, translation units), best first.
 VARIANTS = {

@@ -20,49 +20,13 @@
 #include <vector>
 
 #include "attention.h"
+#include "tiles.h"
 
 namespace koedu {
 
 constexpr int64_t kTileRows = 16;  // queries per block
 constexpr int64_t kKeyStep = 32;   // keys per A tile of weights
 constexpr int64_t kKeyWords = 512;  // per 16 keys: two 16 x 16 B tiles of dimension pairs
-
-// Named apart from matmul.h's TileConfig: both headers go into one library, and a struct of the
-// same name with another layout would break the one-definition rule.
-struct alignas(64) AttentionTiles {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// All eight tiles 16 rows of 64 bytes: 16 x 16 fp32 scores or outputs, 16 x 32 bf16 of queries
-// or weights, 16 pair-rows of 16 keys or 16 value dimensions.
-inline void configure_attention_tiles() {
-  AttentionTiles config;
-  for (int t = 0; t < 8; ++t) {
-    config.colsb[t] = 64;
-    config.rows[t] = 16;
-  }
-  _tile_loadconfig(&config);
-}
-
-// std::vector's storage on a 64-byte boundary: large buffers come from mmap 16 bytes past a
-// page, and a tile row split over two cache lines loads about six times slower.
-template <typename T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <typename U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
-  void deallocate(T* p, size_t) { std::free(p); }
-  template <typename U>
-  bool operator==(const Aligned64<U>&) const { return true; }
-  template <typename U>
-  bool operator!=(const Aligned64<U>&) const { return false; }
-};
-template <typename T>
-using TileBuffer = std::vector<T, Aligned64<T>>;
 
 // One thread's buffers, reused across items. q: the scaled queries, 64 bf16 a row (zeros past
 // head_dim). k: per 16 keys, two B tiles (dimensions 0-31, 32-63) of k[j] (2r, 2r + 1) at
@@ -369,7 +333,7 @@ static inline void attend_amx(const bf16_t* qkv, const int32_t* segment_ids, bf1
     row_spans(segments, s.length, w);
     w.row = row;
   }
-  configure_attention_tiles();
+  configure_tiles();
   lay_out(qkv, s, row, head, w);
   for (int64_t i0 = 0; i0 < s.length; i0 += kTileRows) query_block_amx(out, s, row, head, i0, w);
   _tile_release();

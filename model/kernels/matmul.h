@@ -26,8 +26,6 @@
 // over [tokens, 3072] cost half as much as the matmuls themselves (docs/benchmarks.md).
 #pragma once
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -37,27 +35,9 @@
 #include <vector>
 
 #include "epilogue.h"
+#include "tiles.h"
 
 namespace koedu {
-
-// A per-thread buffer of at least `count` T on a 64-byte boundary, kept between calls (slot
-// tells buffers of one type apart). Tiles load rows of 64 bytes: one split over two cache lines
-// costs about six times as much (bench/matmul_kernel.cc: 8.6 against 53 cycles a tile).
-template <typename T, int slot>
-T* aligned_scratch(size_t count) {
-  struct Buffer {
-    T* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffer;
-  if (buffer.size < count) {
-    std::free(buffer.data);
-    buffer.data = static_cast<T*>(std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64));
-    buffer.size = count;
-  }
-  return buffer.data;
-}
 
 struct MatmulShape {
   int64_t m, k, n;
@@ -72,29 +52,6 @@ struct PackedWeights {
     return parts[s / strips_per_part] + (s % strips_per_part) * k * 32;
   }
 };
-
-// Linux hands out the AMX tile state only to processes that ask (arch_prctl
-// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); 0 once granted.
-inline int request_amx() {
-  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return static_cast<int>(syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata));
-}
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Every tile 16 rows of 64 bytes: 16 fp32 accumulators, or 32 bf16 of A, or 16 pairs of B.
-inline void configure_tiles() {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.colsb[t] = 64;
-    config.rows[t] = 16;
-  }
-  _tile_loadconfig(&config);
-}
 
 constexpr int64_t kPanel = 256;  // columns of B per pass over a block of rows
 constexpr int64_t kDepth = 256;  // K per pass (1024 past K = 3072)

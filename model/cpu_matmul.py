@@ -41,9 +41,13 @@ def packed_shape(k: int, n: int) -> tuple[int, int, int, int]:
   return (n // BLOCK, k // 2, BLOCK, 2)
 
 
-def pack(kernel) -> np.ndarray:
+def pack(kernel):
   """(K, N) -> (N / 32, K / 2, 32, 2): strips of 32 columns, each its K / 2 rows of column pairs,
-  packed[s, r, j, i] = kernel[2r + i, 32s + j] (matmul.h says why)."""
+  packed[s, r, j, i] = kernel[2r + i, 32s + j] (matmul.h says why). A jax.Array stays on its
+  device (XLA transposes it), anything else becomes a contiguous numpy array."""
+  if isinstance(kernel, jax.Array):
+    k, n = kernel.shape
+    return kernel.reshape(k // 2, 2, n // BLOCK, BLOCK).transpose(2, 0, 3, 1)
   kernel = np.asarray(kernel)
   k, n = kernel.shape
   return np.ascontiguousarray(kernel.reshape(k // 2, 2, n // BLOCK, BLOCK).transpose(2, 0, 3, 1))

@@ -130,11 +130,12 @@ def resolve(cfg: ModelConfig, precision: str = "auto", attention: str = "auto", 
     # trained classifier (a base-width stand-in; its differences from fp32 would have to grow
     # 20x to cost 0.5% of them: docs/benchmarks.md, "bf16 on a trained classifier"): that is a
     # property of the precision, measured on CPU, not of the chip. Three passes would triple
-    # the matrix-unit work for nothing. CPUs keep fp32: `bfloat16` is koedu's fastest CPU
-    # setting (AMX matmuls and the bf16 attention kernel, 2.1-2.2x fp32 on the scorer here), but
-    # its int_score agreement through the CPU kernels is not measured on a trained classifier
-    # yet (docs/benchmarks.md, "CPU workers at bf16").
-    precision = "bfloat16" if platform in ACCELERATORS else "float32"
+    # the matrix-unit work for nothing. CPUs with AMX do too: through koedu's AMX matmul and
+    # attention kernels the stand-in kept all 2048 int_scores (differences 35x short of costing
+    # 0.5%) at 5x fp32's speed (docs/benchmarks.md, "CPU workers at bf16"). Other CPUs keep fp32:
+    # without AMX, bf16 runs on XLA's dots and is no faster than fp32 there.
+    precision = ("bfloat16" if platform in ACCELERATORS
+                 or (on_cpu and not training and choose_matmul(cfg, mesh) == "amx") else "float32")
   if precision not in COMPUTE:
     raise ValueError(f"precision must be 'auto' or one of {sorted(COMPUTE)}, got {precision!r}")
   if platform == "gpu":

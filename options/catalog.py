@@ -64,7 +64,8 @@ SCORING = [
            default=512, type=int, template=Template("Max length")),
     Option("dtype", "float32, bfloat16_3x (three bf16 matmul passes, fp32 elsewhere) or bfloat16 "
            "(one pass); auto = what model/runtime.py picks for the workers' hardware: bfloat16 on "
-           "TPUs and GPUs, float32 on CPU. See model/precision.py.", (SCORE,), default="auto",
+           "TPUs, GPUs and CPUs with AMX (koedu's bf16 kernels), float32 on other CPUs. See "
+           "model/precision.py.", (SCORE,), default="auto",
            choices=("auto", "float32", "bfloat16_3x", "bfloat16"), template=Template("Compute dtype")),
     Option("tokens_per_device", "Tokens in one device's share of a compiled batch.", (SCORE,),
            default=16384, type=int, template=Template("Tokens per device")),

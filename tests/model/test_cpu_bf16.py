@@ -212,6 +212,17 @@ def test_cpu_bfloat16_resolves_to_the_fastest_kernels(wide_checkpoint, checkpoin
     dataclasses.replace(rt, precision="float32", matmul="amx")
 
 
+def test_cpu_auto_is_bfloat16_where_the_amx_kernels_run(wide_checkpoint, checkpoint_dir, monkeypatch):
+  # The stand-in kept every int_score through these kernels (docs/benchmarks.md): auto takes
+  # bf16 where they run, fp32 wherever bf16 would fall back to XLA's dots.
+  cfg = read_config(wide_checkpoint)
+  assert runtime.resolve(cfg).precision == ("bfloat16" if AMX is None else "float32")
+  assert runtime.resolve(read_config(checkpoint_dir)).precision == "float32"  # hidden 36: no AMX shape
+  assert runtime.resolve(cfg, training=True).precision == "float32"
+  monkeypatch.setattr(cpu_matmul, "unavailable_reason", lambda: "this CPU has no AMX (stubbed)")
+  assert runtime.resolve(cfg).precision == "float32"
+
+
 @needs_amx
 def test_weights_are_packed_once_at_load(wide_checkpoint):
   scorer = runner(wide_checkpoint, "bfloat16")

@@ -136,9 +136,19 @@ static inline void query_key(const float* q, int64_t head_dim, const Scratch& w,
   }
 }
 
-// Softmax of one query's scores over the keys of its own segment, in place; returns 1 / sum.
-static inline float masked_softmax(float* scores, const int32_t* segments, int32_t segment,
-                                   int64_t begin, int64_t end) {
+static inline void store_weights(float* out, __m512 p) { _mm512_storeu_ps(out, p); }
+#ifdef __AVX512BF16__
+static inline void store_weights(bf16_t* out, __m512 p) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)_mm512_cvtneps_pbh(p));
+}
+#endif
+
+// Softmax of one query's scores over the keys of its own segment into `weights` (0 for other
+// keys): in place in fp32, or rounded to bf16 for the AMX product with V. Returns 1 / the sum
+// of the unrounded weights.
+template <typename W>
+static inline float masked_softmax(const float* scores, const int32_t* segments, int32_t segment,
+                                   int64_t begin, int64_t end, W* weights) {
   const __m512i own = _mm512_set1_epi32(segment);
   __m512 best = _mm512_set1_ps(-INFINITY);
   for (int64_t j = begin; j < end; j += 16) {
@@ -150,7 +160,7 @@ static inline float masked_softmax(float* scores, const int32_t* segments, int32
   for (int64_t j = begin; j < end; j += 16) {
     __mmask16 m = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(segments + j), own);
     __m512 p = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scores + j), top)));
-    _mm512_storeu_ps(scores + j, p);
+    store_weights(weights + j, p);
     total = _mm512_add_ps(total, p);
   }
   return 1.f / _mm512_reduce_add_ps(total);
@@ -308,7 +318,8 @@ static void query_block(const T* qkv, T* out, const Shape& s, int64_t row, int64
   for (int i = 0; i < MR; ++i) {
     int32_t segment = segments[i0 + i];
     inverse_sum[i] = segment == 0 ? 0.f
-        : masked_softmax(w.scores.data() + i * w.stride, segments, segment, begin, end);
+        : masked_softmax(w.scores.data() + i * w.stride, segments, segment, begin, end,
+                         w.scores.data() + i * w.stride);
   }
 #ifdef __AVX512BF16__
   if constexpr (uses_pairs<T>()) {

@@ -215,27 +215,6 @@ static inline void query_key_amx(AmxScratch& w, int64_t i0, int64_t begin, int64
   if (j < end) key_tiles<2>(w, j, two);
 }
 
-// Softmax of one query's scores over its own segment's keys: the weights rounded to bf16 (zeros
-// for other keys) and 1 / the sum of the unrounded ones.
-static inline float softmax_weights(const float* scores, const int32_t* segments, int32_t segment,
-                                    int64_t begin, int64_t end, bf16_t* weights) {
-  const __m512i own = _mm512_set1_epi32(segment);
-  __m512 best = _mm512_set1_ps(-INFINITY);
-  for (int64_t j = begin; j < end; j += 16) {
-    __mmask16 m = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(segments + j), own);
-    best = _mm512_mask_max_ps(best, m, best, _mm512_loadu_ps(scores + j));
-  }
-  const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(best));
-  __m512 total = _mm512_setzero_ps();
-  for (int64_t j = begin; j < end; j += 16) {
-    __mmask16 m = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(segments + j), own);
-    __m512 p = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(scores + j), top)));
-    total = _mm512_add_ps(total, p);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(weights + j), (__m256i)_mm512_cvtneps_pbh(p));
-  }
-  return 1.f / _mm512_reduce_add_ps(total);
-}
-
 // Outputs of the block, 16 x 16 fp32 per 16 dimensions, summed over keys [begin, end) in steps
 // of 32: weights in tile 4, values through 5, 6, 7 (5 again for the fourth 16 dimensions).
 template <int NV>
@@ -310,7 +289,7 @@ static inline void query_block_amx(bf16_t* out, const Shape& s, int64_t row, int
       inverse_sum[i] = 0.f;
     } else {
       const float* scores = w.scores.data() + i * w.stride;
-      inverse_sum[i] = softmax_weights(scores, segments, segment, begin, end, weights);
+      inverse_sum[i] = masked_softmax(scores, segments, segment, begin, end, weights);
     }
   }
   switch (s.value_vectors()) {

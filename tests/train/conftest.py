@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,19 @@ from tests.checkpoints import korean_sentences
 
 TEACHER_SEED = 99
 CORPUS = 1500
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_on_fake_devices(module: str, *args: str) -> dict:
+  """`python -m module args...` in a process of its own (fake CPU devices need a fresh JAX),
+  and the JSON it prints after "RESULT "."""
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.split("RESULT ", 1)[1])
 
 
 def write_jsonl(path: str, records) -> str:

@@ -2,27 +2,17 @@
 pass whose compiled step fits the device's memory, on 8 fake CPU devices with a budget."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.train.conftest import run_on_fake_devices
 from train import memory
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def result(small_corpus, make_checkpoint, tmp_path_factory):
   model = make_checkpoint(encoder_only=True, hidden_size=48, intermediate_size=64)
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-m", "tests.train._memory", small_corpus, model,
-                         str(tmp_path_factory.mktemp("memory"))], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.split("RESULT ", 1)[1])
+  return run_on_fake_devices("tests.train._memory", small_corpus, model, str(tmp_path_factory.mktemp("memory")))
 
 
 def test_the_largest_pass_that_fits_the_budget_is_chosen_and_reported(result):

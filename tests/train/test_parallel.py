@@ -4,26 +4,17 @@ laid out as 2 slices of 4 ("slice" x "data"), they train the same with each matr
 from __future__ import annotations
 
 import collections
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.train.conftest import run_on_fake_devices
 
 
 @pytest.fixture(scope="module")
 def result(small_corpus, make_checkpoint, tmp_path_factory):
   # Widths 8 divides (hidden 48, FFN 64), so that the matrices are split over the devices.
   model = make_checkpoint(encoder_only=True, hidden_size=48, intermediate_size=64)
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-m", "tests.train._devices", small_corpus, model,
-                         str(tmp_path_factory.mktemp("devices"))], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.split("RESULT ", 1)[1])
+  return run_on_fake_devices("tests.train._devices", small_corpus, model, str(tmp_path_factory.mktemp("devices")))
 
 
 def test_eight_devices_train_what_one_device_trains(result):

@@ -7,6 +7,7 @@ so it cannot drift; `tests/model/test_convert.py` proves the round trip against 
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Mapping
 
@@ -137,25 +138,48 @@ def model_from_params(cfg: ModelConfig, params: Mapping[Path, np.ndarray],
   keys = _ShapeOnlyKeys()
   abstract = nnx.eval_shape(lambda: XLMRobertaClassifier(cfg, **model_kwargs, rngs=keys))
   graphdef, state = nnx.split(abstract)
-  flat = []
+  groups = {}  # a layer's parameters, then the embeddings' and the head's
   for path, variable in nnx.to_flat_state(state):
-    value = params[path]
-    if variable.get_metadata().get("layout") == cpu_matmul.LAYOUT and np.ndim(value) == 2:
+    groups.setdefault(path[:2] if path[0] == "layers" else path[:1], []).append((path, variable))
+  flat = []
+  for members in groups.values():
+    raws, steps = [], []
+    for path, variable in members:
+      raw, transpose = _untransposed(params[path])
+      shape = tuple(np.shape(raw)[::-1] if transpose else np.shape(raw))
       # Packed for the AMX matmul once here, in the compute dtype, rather than in every call.
-      value = cpu_matmul.pack(_in_dtype(value, variable.dtype))
-    if tuple(value.shape) != tuple(variable.shape):
-      raise ValueError(f"{'.'.join(map(str, path))}: checkpoint shape {value.shape}, "
-                       f"model shape {variable.shape}")
-    # Each parameter in the dtype the model declares for it: some stay fp32 under bf16.
-    flat.append((path, variable.replace(_in_dtype(value, variable.dtype))))
+      packed = variable.get_metadata().get("layout") == cpu_matmul.LAYOUT and len(shape) == 2
+      if (cpu_matmul.packed_shape(*shape) if packed else shape) != tuple(variable.shape):
+        raise ValueError(f"{'.'.join(map(str, path))}: checkpoint shape {shape}, "
+                         f"model shape {variable.shape}")
+      # Each parameter in the dtype the model declares for it: some stay fp32 under bf16.
+      raws.append(raw)
+      steps.append((transpose, jnp.dtype(variable.dtype), packed))
+    flat += [(path, variable.replace(value))
+             for (path, variable), value in zip(members, _on_device(raws, tuple(steps)))]
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
-def _in_dtype(value, dtype) -> jax.Array:
-  """`value` on the device in `dtype`, converted by XLA: numpy's cast to ml_dtypes' bfloat16 goes
-  element by element (4.3 of base's 5.7 s load under bfloat16, most of it the word embeddings)."""
-  array = jnp.asarray(value)
-  return array if array.dtype == dtype else array.astype(dtype)
+def _untransposed(value) -> tuple[np.ndarray, bool]:
+  """(array, transposed): a transposed view of a row-major tensor (hf_to_nnx's kernels, read
+  from the file) goes to the device as it lies, and XLA transposes it there. Handing the view
+  itself over would make a host copy in the new order first."""
+  if isinstance(value, np.ndarray) and value.ndim == 2 and not value.flags.c_contiguous \
+      and value.T.flags.c_contiguous:
+    return np.asarray(value.T), True
+  return value, False
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _on_device(raws, steps):
+  """Each tensor transposed, cast and packed as `steps` say, a group of them in one program:
+  every layer runs the same one. Op by op, each transpose, cast and packing compiled and ran a
+  program of its own, and wrote a buffer of its own: base loaded in 1.8 s, now 1.2 s."""
+  values = []
+  for value, (transpose, dtype, packed) in zip(raws, steps):
+    value = (value.T if transpose else value).astype(dtype)
+    values.append(cpu_matmul.pack(value) if packed else value)
+  return values
 
 
 class _ShapeOnlyKeys:

@@ -24,7 +24,8 @@ INSTALL_REQUIRES = [
     "pyarrow==25.0.1",
     "zstandard==0.25.0",
     "scikit-learn==1.9.1",
-    "matplotlib==3.11.2",
+    "matplotlib==3.11.2",  # training's confusion matrix
+    "pillow==12.3.0",  # score_histogram.png (pipeline/histogram.py)
     "aiohttp==3.14.5",  # train.annotate: hundreds of LLM requests in flight from one thread
 ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io as _io
 import json
 import logging
 import time
@@ -13,7 +12,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import io, outputs, state
+from pipeline import histogram, io, outputs, state
 from pipeline.options import ScoringConfig
 from pipeline.units import NAMESPACE
 
@@ -107,35 +106,8 @@ def finish(acc: dict, config: ScoringConfig, run: RunInfo, output: state.Output)
     return None
   result = report(acc, config, run)
   io.write_bytes_atomic(io.join(config.output, state.STATS), json.dumps(result, indent=2).encode())
-  io.write_bytes_atomic(io.join(config.output, state.HISTOGRAM), histogram_png(result, config.threshold))
+  io.write_bytes_atomic(io.join(config.output, state.HISTOGRAM), histogram.png(result, config.threshold))
   return result
-
-
-def histogram_png(report: dict, threshold: float) -> bytes:
-  # A Figure of its own, not pyplot's global state: a worker process has many threads.
-  from matplotlib.figure import Figure
-
-  counts = [report["int_score_histogram"][str(i)] for i in range(6)]
-  fig = Figure(figsize=(10, 3.5), dpi=100)
-  ax, raw = fig.subplots(1, 2)
-  colors = ["#4c78a8" if i >= threshold else "#bab0ac" for i in range(6)]
-  ax.bar(range(6), counts, color=colors)
-  for i, n in enumerate(counts):
-    ax.annotate(f"{n:,}", (i, n), ha="center", va="bottom", fontsize=8)
-  ax.set_xlabel("int_score")
-  ax.set_ylabel("documents")
-  ax.set_title(f"{report['scored']:,} scored, {report['kept']:,} kept (int_score >= {threshold:g})")
-  edges = report["score_histogram"]["bin_edges"]
-  raw.stairs(report["score_histogram"]["counts"], edges, fill=True, color="#4c78a8")
-  # int_score >= t exactly when the raw score is at least t - 0.5 (halves round to even).
-  raw.axvline(threshold - 0.5, color="#e45756", linestyle="--", label=f"int_score {threshold:g} begins")
-  raw.set_xlabel("score (raw model output, clipped to -1..6 here)")
-  raw.set_title("raw scores")
-  raw.legend(fontsize=8)
-  fig.tight_layout()
-  buffer = _io.BytesIO()
-  fig.savefig(buffer, format="png")
-  return buffer.getvalue()
 
 
 def summary(report: dict) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import sys
@@ -19,3 +20,13 @@ def exit_now(status: int) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(status)
+
+
+def imports_done() -> None:
+  """The end of a command-line tool's start-up. Its module turned the cyclic garbage collector
+  off before its imports (`if __name__ == "__main__": gc.disable()` above them): every collection
+  while JAX, flax and Beam load scans every object loaded so far, 0.5 s of pipeline.run's 1.8 s
+  of imports. What the imports made lives as long as the process, so it is frozen out of later
+  collections, and collecting resumes for what the run itself allocates."""
+  gc.freeze()
+  gc.enable()

@@ -11,6 +11,11 @@ steps; docs/operations.md, the way from a run to the Hub.
 """
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
+  gc.disable()
+
 import dataclasses
 import json
 import logging
@@ -150,5 +155,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from pipeline.process import exit_now
-  exit_now(main())
+  from pipeline import process
+  process.imports_done()
+  process.exit_now(main())

@@ -8,6 +8,11 @@ int_score, and a `_stats.json` with the counts. edu/ itself is left as the scori
 """
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
+  gc.disable()
+
 import json
 import logging
 import sys
@@ -108,5 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from pipeline.process import exit_now
-  exit_now(main())
+  from pipeline import process
+  process.imports_done()
+  process.exit_now(main())

@@ -5,6 +5,11 @@ Parses options, checks the model and the output directory, and runs the graph of
 """
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
+  gc.disable()
+
 import argparse
 import json
 import logging
@@ -115,4 +120,5 @@ def score(config: ScoringConfig, options: PipelineOptions) -> int:
 
 
 if __name__ == "__main__":
+  process.imports_done()
   process.exit_now(main())

@@ -176,3 +176,27 @@ def test_config_weights_mismatch_is_a_clear_error(source, tmp_path, change, mess
   ModelConfig.from_hf_dict(config)  # a valid config: only the weights disagree
   with pytest.raises(ValueError, match=message):
     load_classifier(out)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_tensors_read_from_the_mapped_file_load_as_copies_do(source, precision):
+  """The loader hands XLA the file's own bytes (64-byte-aligned windows of the mapping) and
+  slices each tensor out on the device; that must give what copies of the tensors give."""
+  from flax import nnx
+
+  from model import runtime
+  model_dir = source[0]
+  cfg = checkpoint.read_config(model_dir)
+  mapped = convert.hf_to_nnx(checkpoint.read_hf_state(model_dir), cfg)
+  windows = [convert._aligned_bytes(convert._untransposed(v)[0])[0] for v in mapped.values()]
+  assert sum(w is not None for w in windows) >= len(windows) - 1  # the file's last has none
+  assert any(w is not None and convert._aligned_bytes(
+      convert._untransposed(v)[0])[1] > 0 for w, v in zip(windows, mapped.values()))
+  copies = {path: np.array(v) for path, v in mapped.items()}
+  assert all(convert._aligned_bytes(v)[0] is None for v in copies.values())
+  kwargs = runtime.resolve(cfg, precision, "auto", None).model_kwargs()
+  from_file = nnx.to_flat_state(nnx.state(convert.model_from_params(cfg, mapped, **kwargs)))
+  from_copies = dict(nnx.to_flat_state(nnx.state(convert.model_from_params(cfg, copies, **kwargs))))
+  for path, variable in from_file:
+    np.testing.assert_array_equal(np.asarray(variable.get_value()),
+                                  np.asarray(from_copies[path].get_value()), err_msg=str(path))

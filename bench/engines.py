@@ -194,22 +194,23 @@ def load(size: str, engine: str, threads: int):
   return infer, queue, extra
 
 
-def script(engine: str, size: str, threads: int, source: str, output: str, batch: int = 16) -> None:
-  """A user's scoring script: read, tokenize, score in sorted batches, write."""
+def script(engine: str, size: str, threads: int, source: str, output: str, batch: int = 16,
+           tokenizer: str = "transformers") -> None:
+  """A user's scoring script: read, tokenize, score in sorted batches, write. `tokenizer`:
+  transformers' AutoTokenizer, as the engines' own guides show, or the `tokenizers` library
+  alone, the leanest script (it skips importing transformers, 1.5 s here)."""
   import pyarrow as pa
   import pyarrow.parquet as pq
-  from transformers import AutoTokenizer
   with open(source, encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
-  tokenizer = AutoTokenizer.from_pretrained(common.checkpoint(size))
+  tokenize, pad = _tokenizer(size, tokenizer)
   infer, queue, _ = load(size, engine, threads)
-  ids = tokenizer([PREFIX + r["text"] for r in records], truncation=True, max_length=common.MAX_LENGTH)["input_ids"]
+  ids = tokenize([PREFIX + r["text"] for r in records])
   scores = np.empty(len(ids), np.float32)
   if queue is not None:
     queue.set_callback(lambda request, idx: scores.__setitem__(idx, request.get_output_tensor(0).data[:, 0]))
   for idx in batches(ids, "sorted", batch):
-    enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding="longest", return_tensors="np")
-    enc = {k: np.asarray(enc[k], np.int64) for k in ("input_ids", "attention_mask")}
+    enc = pad([ids[i] for i in idx])
     if queue is not None:
       queue.start_async(enc, idx)
     else:
@@ -219,6 +220,40 @@ def script(engine: str, size: str, threads: int, source: str, output: str, batch
   pq.write_table(pa.table({"id": [str(r.get("id")) for r in records], "score": scores}), output)
 
 
+def _tokenizer(size: str, library: str):
+  """(tokenize: texts -> token ids, pad: ids -> int64 input_ids and attention_mask)."""
+  if library == "transformers":
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(common.checkpoint(size))
+
+    def pad(ids):
+      enc = tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="np")
+      return {k: np.asarray(enc[k], np.int64) for k in ("input_ids", "attention_mask")}
+    return (lambda texts: tokenizer(texts, truncation=True, max_length=common.MAX_LENGTH)["input_ids"]), pad
+  from tokenizers import Tokenizer
+  # The pipeline as AutoTokenizer builds it (transformers 5 rewrites XLM-R's normalizer and
+  # pre-tokenizer: the checkpoint's tokenizer.json alone tokenizes 166 of 192 documents
+  # differently), saved once by a child process, as a lean user's setup step would.
+  saved = os.path.join(converted_dir(size), "tokenizer-backend.json")
+  if not os.path.exists(saved):
+    os.makedirs(converted_dir(size), exist_ok=True)
+    subprocess.run([sys.executable, "-c", "import sys; from transformers import AutoTokenizer; "
+                    "AutoTokenizer.from_pretrained(sys.argv[1]).backend_tokenizer.save(sys.argv[2])",
+                    common.checkpoint(size), saved], check=True)
+  tokenizer = Tokenizer.from_file(saved)
+  tokenizer.no_padding()
+  tokenizer.enable_truncation(common.MAX_LENGTH)
+  pad_id = tokenizer.token_to_id("<pad>")
+
+  def pad(ids):
+    mask = np.zeros((len(ids), max(map(len, ids))), np.int64)
+    input_ids = np.full(mask.shape, pad_id, np.int64)
+    for row, doc in enumerate(ids):
+      input_ids[row, :len(doc)], mask[row, :len(doc)] = doc, 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+  return (lambda texts: [e.ids for e in tokenizer.encode_batch(texts)]), pad
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--engine", default="openvino-throughput")
@@ -226,13 +261,14 @@ def main(argv=None) -> int:
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--input")
   parser.add_argument("--output")
+  parser.add_argument("--tokenizer", choices=("transformers", "tokenizers"), default="transformers")
   parser.add_argument("--convert", help=argparse.SUPPRESS)  # size:onnxruntime|openvino, in a child process
   args = parser.parse_args(argv)
   if args.convert:
     convert(*args.convert.split(":"))
     return 0
   ensure_converted(args.size, args.engine)
-  script(args.engine, args.size, args.threads, args.input, args.output)
+  script(args.engine, args.size, args.threads, args.input, args.output, tokenizer=args.tokenizer)
   return 0
 
 

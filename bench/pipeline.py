@@ -92,7 +92,9 @@ def main(argv=None) -> int:
   parser.add_argument("--label", default="after")
   parser.add_argument("--xla_flags", default=None, help="XLA_FLAGS for the pipeline process")
   parser.add_argument("--no_doc", action="store_true")
-  parser.add_argument("--engines", default=",".join(ENGINES), help="engine scripts to time beside it ('' for none)")
+  parser.add_argument("--engines", default=",".join(ENGINES),
+                      help="engine scripts to time beside it ('' for none); ENGINE:tokenizers for "
+                           "the script that tokenizes without importing transformers")
   parser.add_argument("extra", nargs="*", help="more pipeline.run options, after --")
   args = parser.parse_args(argv)
   command = common.command_line()
@@ -120,10 +122,11 @@ def main(argv=None) -> int:
   scripts = []
   for engine in filter(None, args.engines.split(",")):
     from bench import engines
-    engines.ensure_converted(args.size, engine)
-    out = os.path.join(work, f"{engine}.parquet")
-    cmd = [sys.executable, "-m", "bench.engines", "--engine", engine, "--size", args.size, "--input", shard,
-           "--output", out]
+    name, _, tokenizer = engine.partition(":")  # openvino-bf16:tokenizers, the leanest script
+    engines.ensure_converted(args.size, name)
+    out = os.path.join(work, f"{engine.replace(':', '-')}.parquet")
+    cmd = [sys.executable, "-m", "bench.engines", "--engine", name, "--size", args.size, "--input", shard,
+           "--output", out, *(["--tokenizer", tokenizer] if tokenizer else [])]
     common.wait_until_quiet()
     common.log("$ " + " ".join(cmd))
     run = run_script(cmd)

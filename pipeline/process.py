@@ -1,4 +1,4 @@
-"""How koedu's command-line tools end."""
+"""How koedu's command-line tools start and end."""
 from __future__ import annotations
 
 import atexit
@@ -30,3 +30,19 @@ def imports_done() -> None:
   collections, and collecting resumes for what the run itself allocates."""
   gc.freeze()
   gc.enable()
+
+
+def start_logging(level: int = logging.WARNING, fmt: str | None = None) -> None:
+  """Logging for a command-line tool, set up before it imports Beam. Without Beam's gcp extra
+  (the README's install) `import apache_beam` says through the root logger that its BigQuery
+  client is missing: a warning on every run, and, the root logger having no handler yet, one
+  that sets up logging in its own format first. koedu never uses BigQuery: that notice is
+  dropped, and everything else keeps the tool's format."""
+  logging.basicConfig(level=level, **({"format": fmt} if fmt else {}))
+  for handler in logging.getLogger().handlers:
+    if _beams_bigquery_notice not in handler.filters:
+      handler.addFilter(_beams_bigquery_notice)
+
+
+def _beams_bigquery_notice(record: logging.LogRecord) -> bool:
+  return not (record.name == "root" and record.getMessage().startswith("apitools not found"))

@@ -15,6 +15,8 @@ import gc
 
 if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
   gc.disable()
+  from pipeline import process as _process
+  _process.start_logging()  # before Beam's import
 
 import dataclasses
 import json
@@ -27,7 +29,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import options as declarations
-from pipeline import dataset, faults, io, schemas, state
+from pipeline import dataset, faults, io, process, schemas, state
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
@@ -126,7 +128,7 @@ def making_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  logging.basicConfig(level=logging.WARNING)
+  process.start_logging()
   argv = list(sys.argv[1:] if argv is None else argv)
   # Our flags (options/catalog.py) are not PipelineOptions: --output would clash with pipeline.run's.
   o, beam_args = declarations.parser("pipeline.publish", doc=__doc__).parse_known_args(argv)
@@ -155,6 +157,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from pipeline import process
   process.imports_done()
   process.exit_now(main())

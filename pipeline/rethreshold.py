@@ -12,6 +12,8 @@ import gc
 
 if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
   gc.disable()
+  from pipeline import process as _process
+  _process.start_logging()  # before Beam's import
 
 import json
 import logging
@@ -23,7 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import options as declarations
-from pipeline import io, outputs, shards, state
+from pipeline import io, outputs, process, shards, state
 from pipeline.run import make_runner
 
 log = logging.getLogger("koedu")
@@ -76,7 +78,7 @@ def _finish(counts, edu_output: str, threshold: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  logging.basicConfig(level=logging.WARNING)
+  process.start_logging()
   # Our flags (options/catalog.py) are not PipelineOptions: --output would clash with pipeline.run's.
   parser = declarations.parser("pipeline.rethreshold", doc=__doc__)
   o, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -113,6 +115,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from pipeline import process
   process.imports_done()
   process.exit_now(main())

@@ -9,6 +9,8 @@ import gc
 
 if __name__ == "__main__":  # no garbage collection while the imports load: process.imports_done
   gc.disable()
+  from pipeline import process as _process
+  _process.start_logging(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")  # before Beam's import
 
 import argparse
 import json
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     print("\nAny Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...).")
     return 0
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  process.start_logging(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
   for name in ("koedu", "model", "pipeline"):
     logging.getLogger(name).setLevel(logging.INFO)
   unknown = unknown_flags(argv)

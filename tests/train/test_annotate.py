@@ -10,7 +10,7 @@ import pytest
 
 from bench import annotate_corpus
 from bench.chat_server import ChatServer, Faults, expected_score
-from train.annotate import sample as sampling, store
+from train.annotate import lease, sample as sampling, store
 from train.annotate.__main__ import main
 
 FAST = ["--backoff_seconds", "0.01", "--max_backoff_seconds", "0.05", "--timeout_seconds", "1",
@@ -206,3 +206,79 @@ def test_sigterm_writes_every_answer_received(tmp_path, server):
   lost = [n for n in s.answered if n not in finished]
   assert len(lost) <= 4, (len(lost), len(finished), stderr[-2000:])
   assert json.loads(open(os.path.join(out, "stats.json")).read())["complete"] is False
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(tmp_path, server, caplog):
+  import subprocess
+  import sys
+  import time
+  corpus = str(tmp_path / "corpus")
+  annotate_corpus.write(corpus, per_shard=100, shards=3, broken=0)
+  s = server(latency=0.03)
+  out = str(tmp_path / "out")
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  first = subprocess.Popen([sys.executable, "-m", "train.annotate", "--input", os.path.join(corpus, "*"),
+                            "--output", out, "--endpoint", s.url, "--llm", "test-llm", "--sample", "300",
+                            "--concurrency", "2", *FAST], cwd=repo, env={**os.environ, "PYTHONPATH": repo},
+                           stderr=subprocess.PIPE, text=True)
+  active = os.path.join(out, lease.ACTIVE)
+  deadline = time.monotonic() + 60
+  while not sum(s.answered.values()) and time.monotonic() < deadline:
+    time.sleep(0.02)
+  assert [n for n in os.listdir(active) if n.endswith(".json")], "the first run holds no lease"
+  assert annotate(corpus, out, s.url, 300, "--concurrency", "2") == 2
+  assert "is being annotated by another run" in caplog.text
+  _, stderr = first.communicate(timeout=120)
+  assert first.returncode == 0, stderr[-2000:]
+  annotated, errors = outputs(out)
+  assert not errors and len(annotated) == len({(r["source"], r["row"]) for r in annotated}) == 300
+  assert max(s.requests.values()) == 1  # nothing was asked twice
+  assert not [n for n in os.listdir(active) if n.endswith(".json")]  # the lease went with its run
+  assert annotate(corpus, out, s.url, 300) == 0 and max(s.requests.values()) == 1
+
+
+def test_lease_goes_to_the_first_live_run(tmp_path):
+  import subprocess
+  import sys
+  import time
+  out = str(tmp_path / "out")
+  os.makedirs(os.path.join(out, lease.ACTIVE))
+
+  def other(run: str, started: float, renewed: float, machine: str = "elsewhere/1", pid: int = 1):
+    with open(os.path.join(out, lease.ACTIVE, run + ".json"), "w") as f:
+      json.dump({"run": run, "machine": machine, "pid": pid, "started": started, "renewed": renewed}, f)
+
+  def held() -> list:
+    return sorted(n for n in os.listdir(os.path.join(out, lease.ACTIVE)) if n.endswith(".json"))
+
+  now = time.time()
+  other("earlier", now - 60, now - 5)  # alive, elsewhere, started first: it keeps the output
+  with pytest.raises(lease.AnotherRun, match="earlier, pid 1 on elsewhere/1"):
+    with lease.Lease(out, "mine"):
+      pass
+  assert held() == ["earlier.json"]  # the refused run took its own lease back
+
+  other("earlier", now - 600, now - lease.EXPIRE_SECONDS - 1)  # not renewed: a dead run elsewhere
+  with lease.Lease(out, "mine"):
+    assert held() == ["earlier.json", "mine.json"]
+  assert held() == ["earlier.json"]
+
+  gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  other("earlier", now - 60, time.time(), machine=lease.machine(), pid=int(gone.stdout))  # killed here
+  with lease.Lease(out, "mine"):
+    pass
+
+  other("earlier", now - 60, time.time(), machine=lease.machine(), pid=os.getpid())  # alive here
+  with pytest.raises(lease.AnotherRun):
+    with lease.Lease(out, "mine"):
+      pass
+
+  # Two runs starting together, each writing its lease before reading the other's: each yields
+  # to a live lease, whichever started first, so they never both go on.
+  os.remove(os.path.join(out, lease.ACTIVE, "earlier.json"))
+  mine = lease.Lease(out, "mine")
+  other("later", mine.record["started"] + 1, time.time())
+  with pytest.raises(lease.AnotherRun, match="later"):
+    with mine:
+      pass
+  assert held() == ["later.json"]

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from pipeline import faults
 from pipeline.records import Document, Rejected
-from train.annotate import client, prompt as prompts, sample as sampling, store
+from train.annotate import client, lease, prompt as prompts, sample as sampling, store
 from train.annotate.config import AnnotateConfig
 
 log = logging.getLogger("koedu.annotate")
@@ -35,9 +35,9 @@ class _Parts:
   goes, then once more, synchronously, at its end. A write is never cancelled: a cancelled
   to_thread that no thread had started yet would drop its part without a word."""
 
-  def __init__(self, output: str, flush_every: int):
+  def __init__(self, output: str, flush_every: int, run: str):
     self.output, self.flush_every = output, flush_every
-    self.run, self.seq = store.run_id(), 0
+    self.run, self.seq = run, 0
     self.annotated: list[dict] = []
     self.errors: list[dict] = []
     self.full = asyncio.Event()
@@ -181,13 +181,13 @@ class _Run:
 
 
 async def _annotate(config: AnnotateConfig, prompt, todo, total: int, api_key: str | None,
-                    summary: dict) -> None:
+                    summary: dict, run_id: str) -> None:
   """Asks for every document of `todo`; `summary` receives what this run did, failed or not."""
   main = asyncio.current_task()
   loop = asyncio.get_running_loop()
   for sig in (signal.SIGTERM, signal.SIGINT):
     loop.add_signal_handler(sig, main.cancel)
-  parts = _Parts(config.output, config.flush_every)
+  parts = _Parts(config.output, config.flush_every, run_id)
   queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
   async with client.Endpoint(config, api_key) as endpoint:
     run = _Run(config, prompt, endpoint, parts, total)
@@ -223,6 +223,13 @@ def run(config: AnnotateConfig) -> dict:
   prompt = prompts.load(config.prompt)
   sources = sampling.expand(config.input)  # before claiming: a glob that matches nothing is fixed freely
   record = store.settings(config, prompt.sha256)
+  run_id = store.run_id()
+  with lease.Lease(config.output, run_id):  # before reading what is finished: one run asks at a time
+    return _annotate_output(config, prompt, sources, record, run_id, api_key)
+
+
+def _annotate_output(config: AnnotateConfig, prompt, sources, record: dict, run_id: str,
+                     api_key: str | None) -> dict:
   store.claim(config.output, record)
   started = time.monotonic()
   sample = sampling.draw(sources, config.sample, config.seed)
@@ -233,7 +240,7 @@ def run(config: AnnotateConfig) -> dict:
   if missing:  # a shard that could not be read is said once, not silently left out
     for r in missing:
       log.warning("annotate: %s: %s", r.source, r.reason)
-    store.write_part(config.output, f"part-{store.run_id()}-shards", [],
+    store.write_part(config.output, f"part-{run_id}-shards", [],
                      [{"source": r.source, "row": None, "reason": r.reason, "raw": r.raw} for r in missing])
   todo = sample.by_shard(done)
   total = sum(len(rows) for rows in todo.values())
@@ -245,7 +252,7 @@ def run(config: AnnotateConfig) -> dict:
                                  "endpoint": _without_user(config.endpoint)}}
   try:
     if total:
-      asyncio.run(_annotate(config, prompt, todo, total, api_key, this_run))
+      asyncio.run(_annotate(config, prompt, todo, total, api_key, this_run, run_id))
   finally:
     stats = store.summarize(config.output, sample, record, this_run)
   return stats

@@ -3,6 +3,7 @@
     annotations/part-<run>-<seq>.parquet   labels: what `train.run --data 'DIR/annotations/*.parquet'` reads
     errors/part-<run>-<seq>.jsonl          sampled rows the reader rejected, answers no score could be read from
     _run.json                              the settings a rerun must keep (config.FIXED), and the sample's size
+    _active/<run>.json                     the lease of the run writing here (lease.py)
     stats.json                             counts, label histogram, tokens, settings
 
 A document is finished when a part holding it is written: parts are written whole or not at

@@ -18,11 +18,13 @@ MachineFault subclass once retries are spent (PERMANENT says which exceptions ar
 a retry); raise UsageError (or a subclass: a step adds its
 own, e.g. an endpoint that refuses the API key) for what the user must change. An entry point
 ends with `exit_code(err)`. Nothing reads an exception's text to tell faults apart: the type
-decides. Record codes are the constants below (docs/contracts.md lists them); a step that finds
+decides. One exception: a remote runner's job fails as one exception of its own whose text holds
+the workers' tracebacks, and there the type is read from the text (`_raised_remotely`). Record codes are the constants below (docs/contracts.md lists them); a step that finds
 a new kind of record fault adds its code here.
 """
 from __future__ import annotations
 
+import re
 import sys
 
 # Exit statuses of every koedu command (docs/contracts.md).
@@ -114,7 +116,30 @@ def exit_code(err: BaseException) -> int:
     return EXIT_FAILED
   if isinstance(err, (UsageError, ValueError, FileNotFoundError)) or _model_unavailable(err):
     return EXIT_USAGE
+  remote = _raised_remotely(err)
+  if remote and all(issubclass(t, UsageError) for t in remote):
+    return EXIT_USAGE
   return EXIT_FAILED
+
+
+# The last line of a worker's traceback: "pipeline.state.settings.OutputMismatch: <message>".
+_KOEDU_EXCEPTION_LINE = re.compile(r"^((?:pipeline|model|train)(?:\.\w+)+): ", re.M)
+
+
+def _raised_remotely(err: BaseException) -> list[type]:
+  """koedu's exception types named in the text of a job that failed on remote workers. Dataflow
+  fails `wait_until_finish` with a DataflowRuntimeException whose text is the worker's
+  traceback (`traceback.format_exc()`, "Error message from worker: ..."); a usage error raised
+  on a worker (the output scored at another precision, a shard rewritten since it was planned)
+  must still exit 2, so that a scheduler does not retry what cannot succeed. Only types of
+  modules this process has loaded count (the text names modules, it does not import them)."""
+  found = []
+  for name in _KOEDU_EXCEPTION_LINE.findall(str(err)):
+    module, _, qualname = name.rpartition(".")
+    kind = getattr(sys.modules.get(module), qualname, None)
+    if isinstance(kind, type) and issubclass(kind, Fault) and kind not in found:
+      found.append(kind)
+  return found
 
 
 def _model_unavailable(err: BaseException) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,14 +40,18 @@ def boundary_density(scores: np.ndarray, band: float = BOUNDARY_BAND) -> float:
 
 def encoder_at(source: str, max_length: int) -> str:
   """The trained stand-in's encoder without its head, positions tiled out to `max_length`."""
-  import shutil
-
   from safetensors.numpy import save_file
 
   from model import checkpoint
   out = os.path.join(OUT, f"encoder-{max_length}")
-  if os.path.exists(os.path.join(out, "config.json")):
+  weights = os.stat(os.path.join(source, "model.safetensors"))
+  # Made from this source as it is now: a stand-in trained again since must not meet the old one.
+  made_from = {"source": os.path.abspath(source), "size": weights.st_size, "mtime_ns": weights.st_mtime_ns}
+  stamp = os.path.join(out, "made_from.json")
+  if os.path.exists(stamp) and json.load(open(stamp)) == made_from:
     return out
+  shutil.rmtree(out, ignore_errors=True)
+  shutil.rmtree(out + ".tmp", ignore_errors=True)
   state = {k: v for k, v in checkpoint.read_hf_state(source).items() if not k.startswith("classifier.")}
   name = next(k for k in state if k.endswith("position_embeddings.weight"))
   trained = state[name]
@@ -65,6 +70,8 @@ def encoder_at(source: str, max_length: int) -> str:
   for name in os.listdir(source):
     if name.startswith(("tokenizer", "special_tokens", "sentencepiece")):
       shutil.copy(os.path.join(source, name), out + ".tmp")
+  with open(os.path.join(out + ".tmp", "made_from.json"), "w") as f:
+    json.dump(made_from, f)
   os.rename(out + ".tmp", out)
   return out
 
@@ -77,6 +84,7 @@ def seedlike(args) -> dict:
   write_jsonl(data, corpus(args.train_documents, seed=11))
   write_jsonl(held_out, corpus(args.eval_documents, seed=12))
   model = os.path.join(OUT, "seedlike")
+  shutil.rmtree(model, ignore_errors=True)  # each run fits its head anew, on this encoder
   cmd = [sys.executable, "-m", "train.run", "--data", data, "--eval_data", held_out, "--output", model,
          "--model", encoder, "--max_length", str(args.max_length), "--row_lengths", args.row_lengths,
          "--batch_size", str(args.batch_size), "--epochs", str(args.epochs), "--score_dtype", "float32",

@@ -282,3 +282,9 @@ def test_lease_goes_to_the_first_live_run(tmp_path):
     with mine:
       pass
   assert held() == ["later.json"]
+
+  os.remove(os.path.join(out, lease.ACTIVE, "later.json"))
+  with open(os.path.join(out, lease.ACTIVE, "stray.json"), "w") as f:
+    f.write("not a lease")  # something else's file: no lease, and no failure
+  with lease.Lease(out, "mine"):
+    pass

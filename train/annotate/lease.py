@@ -92,9 +92,17 @@ class Lease:
     leases = []
     for name in io.list_names(self.directory, ".json"):
       try:
-        leases.append(json.loads(io.read_bytes(io.join(self.directory, name))))
+        data = io.read_bytes(io.join(self.directory, name))
       except FileNotFoundError:  # removed by its run since the listing
         continue
+      try:
+        lease = json.loads(data)
+      except ValueError:
+        lease = None
+      if not isinstance(lease, dict) or not {"run", "machine", "pid", "started", "renewed"} <= lease.keys():
+        log.warning("annotate: %s is not a lease koedu wrote; it is ignored", name)
+        continue
+      leases.append(lease)
     return leases
 
   def _alive(self, lease: dict) -> bool:

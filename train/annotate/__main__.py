@@ -14,7 +14,6 @@ finish), 2 a usage or settings error found before any request.
 from __future__ import annotations
 
 import logging
-import sys
 
 import options
 from train.annotate.config import AnnotateConfig
@@ -54,4 +53,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Without the interpreter's teardown, as pipeline.run ends: pyarrow's native threads racing
+  # their static destructors aborted one test run after SIGTERM ("terminate called without an
+  # active exception", exit -6 instead of 1) once its answers were written.
+  from pipeline import process
+  process.exit_now(main())

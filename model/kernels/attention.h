@@ -274,17 +274,25 @@ constexpr bool uses_pairs() {
 #endif
 }
 
+// Keys [begin, end) that queries i0 .. i0 + rows - 1 may see (begin >= end: all are padding).
+template <typename W>
+static inline void block_key_span(const W& w, int64_t i0, int64_t rows, int64_t length,
+                                  int64_t& begin, int64_t& end) {
+  begin = length, end = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (w.segments[i0 + i] == 0) continue;
+    begin = std::min(begin, w.first[i0 + i]);
+    end = std::max(end, w.last[i0 + i] + 1);
+  }
+}
+
 template <int MR, typename T>
 static void query_block(const T* qkv, T* out, const Shape& s, int64_t row, int64_t head,
                         int64_t i0, Scratch& w) {
   const int64_t hidden = s.heads * s.head_dim;
   const int32_t* segments = w.segments.data();
-  int64_t begin = s.length, end = 0;
-  for (int i = 0; i < MR; ++i) {
-    if (segments[i0 + i] == 0) continue;
-    begin = std::min(begin, w.first[i0 + i]);
-    end = std::max(end, w.last[i0 + i] + 1);
-  }
+  int64_t begin, end;
+  block_key_span(w, i0, MR, s.length, begin, end);
   T* o = out + (row * s.length + i0) * hidden + head * s.head_dim;
   if (begin >= end) {  // padding queries only
     for (int i = 0; i < MR; ++i) std::fill(o + i * hidden, o + i * hidden + s.head_dim, T(0));

@@ -266,12 +266,8 @@ static inline void query_block_amx(bf16_t* out, const Shape& s, int64_t row, int
                                    AmxScratch& w) {
   const int64_t hidden = s.heads * s.head_dim, rows = std::min(kTileRows, s.length - i0);
   const int32_t* segments = w.segments.data();
-  int64_t begin = s.length, end = 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    if (segments[i0 + i] == 0) continue;
-    begin = std::min(begin, w.first[i0 + i]);
-    end = std::max(end, w.last[i0 + i] + 1);
-  }
+  int64_t begin, end;
+  block_key_span(w, i0, rows, s.length, begin, end);
   bf16_t* o = out + (row * s.length + i0) * hidden + head * s.head_dim;
   if (begin >= end) {  // padding queries only
     for (int64_t i = 0; i < rows; ++i) std::fill(o + i * hidden, o + i * hidden + s.head_dim, bf16_t(0));
